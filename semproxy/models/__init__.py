@@ -1,0 +1,19 @@
+"""Prompted ViTs with semantic proxies: backbone loading, prompts, adapters, heads, accumulators."""
+from .accumulators import ACCUMULATORS, EMAAccumulator, GRUAccumulator
+from .adapters import Adapter
+from .backbone import BackboneError, create_backbone, file_sha256, load_backbone_weights
+from .class_bank import ClassPromptBank
+from .heads import EmbeddingHead
+from .methods import METHODS, MethodSpec, get_method
+from .params import ParameterCount, count_parameters
+from .prompted_vit import PromptedViT, TrainOutput, build_model
+from .prompts import DeepPrompts, prompt_counts
+from .row_optim import RowSparseOptimizer
+from .semantic import SemanticProxies, group_by_class
+
+__all__ = [
+    "ACCUMULATORS", "EMAAccumulator", "GRUAccumulator", "Adapter", "BackboneError", "create_backbone",
+    "file_sha256", "load_backbone_weights", "ClassPromptBank", "EmbeddingHead", "METHODS", "MethodSpec",
+    "get_method", "ParameterCount", "count_parameters", "PromptedViT", "TrainOutput", "build_model",
+    "DeepPrompts", "prompt_counts", "RowSparseOptimizer", "SemanticProxies", "group_by_class",
+]

@@ -1,0 +1,148 @@
+"""Backbone creation: any timm VisionTransformer, from the hub or from a local weights file.
+
+Local files are read by our own code (safetensors, ``torch.load(weights_only=True)``, or timm's
+``.npz`` reader), passed through timm's own checkpoint filter (which resamples position embeddings
+to the requested image size) and then loaded strictly, so a file made for another architecture is a
+clear one-line error instead of a half-loaded model.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+import timm
+from timm.models import generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer, _cfg, _create_vision_transformer, checkpoint_filter_fn
+
+__all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "file_sha256", "WEIGHT_SUFFIXES"]
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
+
+
+class BackboneError(ValueError):
+    """The backbone cannot be built or its weights do not fit (one-line message)."""
+
+
+# A micro ViT for tests and the CPU demo: 32 px, 4x4 patches of 8 px, width 64, 4 blocks.
+default_cfgs = generate_default_cfgs({
+    "vit_micro_patch8_32.untrained": _cfg(
+        input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=0),
+})
+
+
+@register_model
+def vit_micro_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """ViT-Micro/8 at 32 px (D=64, 4 blocks, 2 heads): tests and the synthetic CPU demo."""
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
+    return _create_vision_transformer("vit_micro_patch8_32", pretrained=pretrained, **dict(args, **kwargs))
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state"):  # common wrappers of training scripts
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise BackboneError(f"weights file {path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def _describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> Optional[str]:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            more = f", ... ({len(keys)} in all)" if len(keys) > 3 else ""
+            parts.append(f"{label}: {', '.join(keys[:3])}{more}")
+    return "; ".join(parts) or None
+
+
+def load_backbone_weights(model: VisionTransformer, path: str | Path, name: str) -> None:
+    """Load a local weights file into ``model`` strictly (classifier-head keys are dropped)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"weights file {path} not found (expected a {'/'.join(WEIGHT_SUFFIXES)} file for '{name}')")
+    if path.suffix not in WEIGHT_SUFFIXES:
+        raise BackboneError(f"weights file {path}: unknown format '{path.suffix}' (expected {', '.join(WEIGHT_SUFFIXES)})")
+    if path.suffix == ".npz":
+        try:  # timm's reader for the original JAX/big_vision checkpoints
+            model.load_pretrained(str(path))
+        except Exception as error:  # noqa: BLE001 - any failure means "does not fit"
+            raise BackboneError(f"weights file {path} does not match '{name}': {_first_line(error)}") from None
+        return
+    try:
+        state = _read_state_dict(path)
+    except BackboneError:
+        raise
+    except Exception as error:  # noqa: BLE001 - unreadable or corrupt file
+        raise BackboneError(f"weights file {path} cannot be read: {_first_line(error)}") from None
+    try:
+        state = checkpoint_filter_fn(state, model)
+    except Exception as error:  # noqa: BLE001 - the filter fails on foreign layouts
+        raise BackboneError(f"weights file {path} does not match '{name}': {_first_line(error)}") from None
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    problem = _describe_mismatch(model, state)
+    if problem:
+        raise BackboneError(f"weights file {path} does not match '{name}': {problem}")
+    model.load_state_dict(state, strict=True)
+
+
+def create_backbone(
+        name: str,
+        *,
+        weights: Optional[str | Path] = None,
+        pretrained: bool = False,
+        img_size: Optional[int] = None,
+) -> VisionTransformer:
+    """Build a timm ViT without classifier (``num_classes=0``).
+
+    Args:
+        name: timm model name, optionally with a pretrained tag (``vit_small_patch16_224.augreg_in21k``).
+        weights: a local weights file; takes precedence over ``pretrained``.
+        pretrained: download the tagged weights through timm (needs network or a hub cache).
+        img_size: input resolution; position embeddings of loaded weights are resampled to it.
+    """
+    kwargs = {"num_classes": 0}
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if not timm.is_model(name.split(".")[0]):
+        close = timm.list_models(f"*{name.split('.')[0].split('_')[0]}*")[:3]
+        raise BackboneError(f"unknown timm model '{name}'" + (f" (e.g. {', '.join(close)})" if close else ""))
+    try:
+        model = timm.create_model(name, pretrained=pretrained and weights is None, **kwargs)
+    except Exception as error:  # noqa: BLE001 - hub errors are long and many-lined
+        hint = " (offline? pass a local weights file instead)" if pretrained and weights is None else ""
+        raise BackboneError(f"cannot build '{name}': {_first_line(error)}{hint}") from None
+    if not isinstance(model, VisionTransformer):
+        raise BackboneError(f"'{name}' is a {type(model).__name__}; semproxy needs a timm VisionTransformer")
+    if weights is not None:
+        load_backbone_weights(model, weights, name)
+    return model

@@ -1,0 +1,166 @@
+"""The prompted ViT: a timm VisionTransformer plus whatever the method trains.
+
+The backbone's own modules run the forward (patch embedding, position embedding, blocks, final
+norm, pooling); this class only appends prompts around each block, routes blocks through adapters,
+and adds the heads and proxies. With zero prompts and no adapters the features are exactly timm's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from timm.models.vision_transformer import VisionTransformer
+
+from ..config import ConfigError, ModelConfig
+from .adapters import Adapter, adapted_block_forward
+from .backbone import create_backbone
+from .heads import EmbeddingHead
+from .methods import MethodSpec, get_method
+from .prompts import DeepPrompts, prompt_counts
+from .semantic import SemanticProxies
+
+__all__ = ["PromptedViT", "TrainOutput", "build_model", "SEMANTIC_BIAS_INIT_NORM"]
+
+# The paper code starts the proxy bias tiny next to the unit-norm semantic state (method.md 2).
+SEMANTIC_BIAS_INIT_NORM = 0.16
+
+
+@dataclass
+class TrainOutput:
+    """What a training forward gives the loss."""
+
+    embeddings: torch.Tensor            # (B, E) unit-norm sample embeddings
+    proxies: torch.Tensor               # (C, E) the proxies the loss compares with
+    semantic: Optional[torch.Tensor]    # (B, E) semantic proxies of the samples (vptsp only)
+
+
+def _check_depth(cfg: ModelConfig, key: str, value: int, num_layers: int) -> None:
+    if value > num_layers:
+        raise ConfigError(f"model: key '{key}' is {value} but backbone '{cfg.backbone}' has {num_layers} blocks")
+
+
+class PromptedViT(nn.Module):
+    """A frozen (or fully trained) timm ViT with prompts, adapters, heads and proxies.
+
+    Args:
+        backbone: a timm ``VisionTransformer`` built with ``num_classes=0``.
+        cfg: the model section of the config.
+        num_classes: training classes (one proxy, and for vptsp one class-prompt set, each).
+    """
+
+    def __init__(self, backbone: VisionTransformer, cfg: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        self.cfg, self.spec, self.num_classes = cfg, get_method(cfg.method), num_classes
+        self.backbone = backbone
+        dim, num_layers = backbone.embed_dim, len(backbone.blocks)
+        patch = backbone.patch_embed.patch_size[0]
+        self.num_prefix_tokens = backbone.num_prefix_tokens
+
+        self.prompts: Optional[DeepPrompts] = None
+        if self.spec.prompts:
+            _check_depth(cfg, "prompt_depth", cfg.prompt_depth, num_layers)
+            self.prompts = DeepPrompts(prompt_counts(cfg.num_prompts, cfg.prompt_depth, cfg.prompt_step, num_layers),
+                                       dim, patch)
+        self.adapters = nn.ModuleDict()
+        if self.spec.adapters:
+            _check_depth(cfg, "adapter_layers", cfg.adapter_layers, num_layers)
+            for i in range(num_layers - cfg.adapter_layers, num_layers):
+                self.adapters[str(i)] = Adapter(
+                    dim, cfg.adapter_dim, position=cfg.adapter_position, norm=cfg.adapter_norm,
+                    init=cfg.adapter_init, scale=cfg.adapter_scale, dropout=cfg.adapter_dropout)
+        self.head = EmbeddingHead(dim, cfg.embedding_dim)
+        self.proxy_bias = nn.Parameter(torch.empty(num_classes, cfg.embedding_dim))
+        self.semantic: Optional[SemanticProxies] = None
+        if self.spec.accumulator is not None:
+            _check_depth(cfg, "class_prompt_depth", cfg.class_prompt_depth, num_layers)
+            counts = prompt_counts(cfg.class_prompts, cfg.class_prompt_depth, cfg.class_prompt_step, num_layers)
+            self.semantic = SemanticProxies(num_classes, dim, cfg.embedding_dim, counts, patch,
+                                            self.spec.accumulator, cfg)
+            nn.init.normal_(self.proxy_bias, std=SEMANTIC_BIAS_INIT_NORM / cfg.embedding_dim ** 0.5)
+        else:
+            nn.init.kaiming_normal_(self.proxy_bias, mode="fan_out")  # Proxy-Anchor's init
+        self._freeze()
+
+    # -- trainability ------------------------------------------------------------------------
+    def _freeze(self) -> None:
+        self.backbone.requires_grad_(self.spec.train_backbone)
+        if self.spec.trains_biases(self.cfg.bitfit):
+            for name, param in self.backbone.named_parameters():
+                if name.endswith("bias"):
+                    param.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "PromptedViT":
+        """Train the added modules; a frozen backbone stays in eval mode (no dropout, drop-path)."""
+        super().train(mode)
+        if not self.spec.train_backbone:
+            self.backbone.eval()
+        return self
+
+    def proxy_parameters(self) -> list[nn.Parameter]:
+        """Parameters optimised at ``lr_proxy``: the ordinary proxies (the proxy bias)."""
+        return [self.proxy_bias]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Every other dense trainable parameter (optimised at ``lr``).
+
+        The class-prompt bank is not among them: its rows are updated by the bank's own
+        row-sparse optimiser (``model.semantic.bank.optimizer(...)``).
+        """
+        proxies = {id(p) for p in self.proxy_parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in proxies]
+
+    # -- forward -------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor, layer_prompts: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+        """Pooled backbone features (B, D) with ``layer_prompts[i]`` (B, n_i, D) around block i."""
+        bb = self.backbone
+        x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))
+        num_tokens = x.shape[1]
+        for i, block in enumerate(bb.blocks):
+            prompts = layer_prompts[i]
+            if prompts is not None:
+                x = torch.cat([x, prompts.to(x.dtype)], dim=1)
+            adapter = self.adapters[str(i)] if str(i) in self.adapters else None
+            x = block(x) if adapter is None else adapted_block_forward(block, adapter, x)
+            if prompts is not None:
+                x = x[:, :num_tokens]
+        return bb.forward_head(bb.norm(x), pre_logits=True)
+
+    def sample_prompts(self, batch_size: int) -> list[Optional[torch.Tensor]]:
+        num_layers = len(self.backbone.blocks)
+        if self.prompts is None:
+            return [None] * num_layers
+        return [self.prompts.layer(i, batch_size) for i in range(num_layers)]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings (B, E): the sample branch only, as at evaluation."""
+        return self.head(self.encode(images, self.sample_prompts(images.shape[0])))
+
+    def forward_train(self, images: torch.Tensor, labels: torch.Tensor) -> TrainOutput:
+        """Embeddings plus the proxies for the loss; for vptsp also runs the proxy pass."""
+        embeddings = self(images)
+        if self.semantic is None:
+            return TrainOutput(embeddings, self.proxy_bias, None)
+        classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
+        class_rows = self.semantic.bank.gather(classes, images.device)
+        sample = self.sample_prompts(images.shape[0]) if self.cfg.proxy_prompts == "class+sample" else None
+        layer_prompts = []
+        for i, rows in enumerate(class_rows):
+            prompts = None if rows is None else rows.index_select(0, inverse)
+            if sample is not None and sample[i] is not None:
+                prompts = sample[i] if prompts is None else torch.cat([sample[i], prompts], dim=1)
+            layer_prompts.append(prompts)
+        semantic = self.semantic.head(self.encode(images, layer_prompts))
+        fresh = self.semantic.accumulate(semantic, inverse, classes)
+        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, classes), semantic)
+
+    def current_proxies(self) -> torch.Tensor:
+        """The proxies as they stand (stored states for vptsp), without a forward."""
+        return self.proxy_bias if self.semantic is None else self.semantic.fuse(self.proxy_bias)
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> PromptedViT:
+    """Create the backbone named by ``cfg`` (hub, local file or random init) and wrap it."""
+    backbone = create_backbone(cfg.backbone, weights=cfg.weights, pretrained=cfg.pretrained, img_size=cfg.img_size)
+    return PromptedViT(backbone, cfg, num_classes)
