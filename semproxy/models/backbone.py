@@ -8,9 +8,11 @@ clear one-line error instead of a half-loaded model.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,6 +57,17 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _npz_depth(path: Path) -> Optional[int]:
+    """Blocks in a JAX checkpoint with per-block keys; timm's reader would ignore extra ones."""
+    try:
+        with np.load(path) as archive:
+            names = archive.files
+    except Exception:  # noqa: BLE001 - reported by the reader itself
+        return None
+    found = {int(m.group(1)) for n in names if (m := re.search(r"encoderblock_(\d+)/", n))}
+    return max(found) + 1 if found else None
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -93,6 +106,10 @@ def load_backbone_weights(model: VisionTransformer, path: str | Path, name: str)
     if path.suffix not in WEIGHT_SUFFIXES:
         raise BackboneError(f"weights file {path}: unknown format '{path.suffix}' (expected {', '.join(WEIGHT_SUFFIXES)})")
     if path.suffix == ".npz":
+        depth = _npz_depth(path)
+        if depth is not None and depth != len(model.blocks):
+            raise BackboneError(f"weights file {path} does not match '{name}': {depth} blocks in the file, "
+                                f"{len(model.blocks)} in the model")
         try:  # timm's reader for the original JAX/big_vision checkpoints
             model.load_pretrained(str(path))
         except Exception as error:  # noqa: BLE001 - any failure means "does not fit"

@@ -1,0 +1,30 @@
+"""Shared fixtures: a micro ViT configuration and a fixed small batch (CPU, no downloads)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from semproxy.config import ModelConfig
+
+NUM_CLASSES = 6
+
+
+def micro_config(**overrides) -> ModelConfig:
+    """The micro ViT (32 px, D=64, 4 blocks) with every depth fitted to its 4 blocks."""
+    base = ModelConfig(
+        backbone="vit_micro_patch8_32", pretrained=False, embedding_dim=32, num_prompts=3,
+        prompt_depth=4, prompt_step=1, adapter_layers=2, adapter_dim=8, class_prompts=2,
+        class_prompt_depth=3, class_prompt_step=0, bitfit=False,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """8 images of 4 classes, 2 adjacent samples each, as the class-balanced sampler gives them."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(8, 3, 32, 32, generator=generator)
+    labels = torch.tensor([4, 4, 0, 0, 2, 2, 5, 5])
+    return images, labels
