@@ -107,3 +107,29 @@ def test_accumulator_state_survives_a_state_dict_round_trip(batch, method):
     assert torch.equal(fresh.semantic.state, model.semantic.state)
     for a, b in zip(fresh.semantic.bank.tables(), model.semantic.bank.tables()):
         assert torch.equal(a, b)
+
+
+def test_class_plus_sample_prompts_feed_the_proxy_pass(batch):
+    images, labels = batch
+    outputs = {}
+    for mode in ("class", "class+sample"):
+        torch.manual_seed(0)
+        model = build_model(micro_config(method="vptsp_gru", proxy_prompts=mode), NUM_CLASSES).train()
+        out = model.forward_train(images, labels)
+        # a loss on the semantic proxies alone reaches the sample prompts only in class+sample mode
+        probe = torch.randn(out.semantic.shape[1], generator=torch.Generator().manual_seed(1))
+        (out.semantic @ probe).sum().backward()
+        outputs[mode] = (out.semantic.detach(), model.prompts.prompts["0"].grad)
+    assert outputs["class"][1] is None
+    assert outputs["class+sample"][1] is not None and outputs["class+sample"][1].abs().sum() > 0
+    assert not torch.allclose(outputs["class"][0], outputs["class+sample"][0])
+
+
+def test_normalise_bias_makes_lambda_a_convex_weight():
+    torch.manual_seed(0)
+    model = build_model(micro_config(method="vptsp_ema", normalise_bias=True, proxy_bias_ratio=0.3), NUM_CLASSES)
+    bias, state = model.proxy_bias.detach(), model.semantic.state
+    expected = 0.3 * F.normalize(bias, dim=-1) + 0.7 * state
+    torch.testing.assert_close(model.current_proxies().detach(), F.normalize(expected, dim=-1))
+    plain = build_model(micro_config(method="vptsp_ema"), NUM_CLASSES)
+    assert float(plain.proxy_bias.detach().norm(dim=1).mean()) == pytest.approx(0.16, rel=0.3)  # paper code's tiny start
