@@ -1,0 +1,227 @@
+"""Decode every image once into uint8 arrays on disk, memory-mapped read-only by every trial.
+
+Two kinds of cache, each a folder named by a hash of its inputs (file list, labels, sizes,
+interpolation), written to a temporary folder and renamed into place when complete, so a crash
+never leaves half a cache and concurrent builders do not collide:
+
+- training images, shorter side resized to ``short_side`` (longer side capped at twice that),
+  kept with their own shapes in one flat buffer: random crops still see the whole image;
+- evaluation images, resized and centre-cropped once to a fixed (N, S, S, 3) array.
+
+Trials on one node map the same files, so the operating system's page cache holds one copy for all
+of them (no private copies, no JPEG decoding per epoch). Unreadable images are reported by path and
+skipped, with a clear error when more than ``max_bad_fraction`` of them fail.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .records import DatasetError, ImageList
+from .transforms import Interpolation
+
+__all__ = ["TrainImageCache", "EvalImageCache", "build_train_cache", "build_eval_cache", "default_cache_dir",
+           "UnreadableImageWarning"]
+
+CACHE_VERSION = 1
+_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+class UnreadableImageWarning(UserWarning):
+    """Images that could not be decoded were skipped."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SEMPROXY_CACHE", Path.home() / ".cache" / "semproxy" / "images"))
+
+
+@dataclass
+class TrainImageCache:
+    """Variable-size uint8 HWC images in a flat buffer; ``labels`` and ``paths`` of the kept images."""
+
+    pixels: np.ndarray      # flat uint8, memory-mapped
+    offsets: np.ndarray     # (N,) start of each image in ``pixels``
+    shapes: np.ndarray      # (N, 2) height, width
+    labels: np.ndarray
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, index: int) -> np.ndarray:
+        h, w = self.shapes[index]
+        start = self.offsets[index]
+        return self.pixels[start:start + h * w * 3].reshape(h, w, 3)
+
+    def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A zero-padded (B, 3, Hmax, Wmax) uint8 batch and the (B, 2) valid sizes."""
+        sizes = self.shapes[indices]
+        out = np.zeros((len(indices), 3, sizes[:, 0].max(), sizes[:, 1].max()), dtype=np.uint8)
+        for slot, index in enumerate(indices):
+            h, w = sizes[slot]
+            out[slot, :, :h, :w] = self.image(index).transpose(2, 0, 1)
+        return out, sizes
+
+
+@dataclass
+class EvalImageCache:
+    """Fixed-size uint8 (N, S, S, 3) crops, memory-mapped; ``labels`` and ``paths`` of the kept images."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _cache_key(images: ImageList, **settings) -> str:
+    digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True).encode())
+    for path, label in zip(images.paths, images.labels.tolist()):
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _train_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+    scale = short_side / min(height, width)
+    scale = min(scale, 2 * short_side / max(height, width))  # cap very elongated images
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """torchvision's Resize(int): the shorter side becomes ``short_side``, the longer one truncated."""
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
+
+
+def _open_rgb(path: str, target: tuple[int, int]) -> Image.Image:
+    image = Image.open(path)
+    image.draft("RGB", (target[1], target[0]))  # JPEG DCT scaling: decode near the target size
+    return image.convert("RGB")
+
+
+def _header_size(path: str) -> Optional[tuple[int, int]]:
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except Exception:  # noqa: BLE001 - any unreadable file is reported together below
+        return None
+
+
+def _check_bad(bad: list[str], total: int, max_bad_fraction: float, what: str) -> None:
+    if not bad:
+        return
+    if len(bad) > max_bad_fraction * total:
+        raise DatasetError(f"{what}: {len(bad)} of {total} images unreadable (more than {max_bad_fraction:.0%}), "
+                           f"first: {bad[0]}")
+    warnings.warn(f"{what}: skipped {len(bad)} unreadable image(s): {', '.join(bad[:3])}"
+                  + (" ..." if len(bad) > 3 else ""), UnreadableImageWarning, stacklevel=3)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    try:
+        tmp.rename(final)
+    except OSError:  # another process published the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prepare_folder(cache_dir: Path, key: str) -> tuple[Path, Optional[Path]]:
+    final = cache_dir / key
+    if (final / "index.npz").is_file():
+        return final, None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return final, Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+
+
+def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional[Path] = None,
+                      interpolation: Interpolation = "bicubic", workers: int = 4,
+                      max_bad_fraction: float = 0.01, desc: str = "caching train images") -> TrainImageCache:
+    """Decode and resize ``images`` once (or reuse the cache) and map it read-only."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    key = _cache_key(images, kind="train", short_side=short_side, interpolation=interpolation)
+    final, tmp = _prepare_folder(cache_dir, key)
+    if tmp is not None:
+        with ThreadPoolExecutor(workers) as pool:
+            headers = list(pool.map(_header_size, images.paths))
+        bad = [p for p, s in zip(images.paths, headers) if s is None]
+        kept = [i for i, s in enumerate(headers) if s is not None]
+        shapes = np.array([_train_shape(*headers[i], short_side) for i in kept], dtype=np.int64).reshape(-1, 2)
+        sizes = shapes[:, 0] * shapes[:, 1] * 3
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        pixels = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(int(sizes.sum()),))
+
+        def decode(slot: int) -> Optional[str]:
+            path = images.paths[kept[slot]]
+            h, w = shapes[slot]
+            try:
+                image = _open_rgb(path, (h, w)).resize((w, h), _FILTERS[interpolation])
+            except Exception:  # noqa: BLE001 - e.g. a truncated JPEG whose header was fine
+                return path
+            pixels[offsets[slot]:offsets[slot] + sizes[slot]] = np.asarray(image).reshape(-1)
+            return None
+
+        with ThreadPoolExecutor(workers) as pool:
+            failed = list(tqdm(pool.map(decode, range(len(kept))), total=len(kept), desc=desc, leave=False))
+        good = np.array([f is None for f in failed], dtype=bool)
+        bad += [f for f in failed if f is not None]
+        _check_bad(bad, len(images), max_bad_fraction, desc)
+        pixels.flush()
+        del pixels
+        kept_idx = np.asarray(kept, dtype=np.int64)[good]
+        np.savez(tmp / "index.npz", offsets=offsets[good], shapes=shapes[good], kept=kept_idx)
+        _publish(tmp, final)
+    index = np.load(final / "index.npz")
+    kept_idx = index["kept"]
+    return TrainImageCache(np.load(final / "pixels.npy", mmap_mode="r"), index["offsets"], index["shapes"],
+                           images.labels[kept_idx], tuple(images.paths[i] for i in kept_idx))
+
+
+def build_eval_cache(images: ImageList, size: int, resize: int, *, cache_dir: Optional[Path] = None,
+                     interpolation: Interpolation = "bicubic", workers: int = 4,
+                     max_bad_fraction: float = 0.01, desc: str = "caching eval images") -> EvalImageCache:
+    """Resize(shorter side ``resize``) + CenterCrop(``size``) once per image (or reuse the cache)."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    key = _cache_key(images, kind="eval", size=size, resize=resize, interpolation=interpolation)
+    final, tmp = _prepare_folder(cache_dir, key)
+    if tmp is not None:
+        pixels = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(images), size, size, 3))
+
+        def decode(index: int) -> Optional[str]:
+            try:
+                image = Image.open(images.paths[index])
+                h, w = _resized_shape(image.height, image.width, resize)
+                image.draft("RGB", (w, h))
+                image = image.convert("RGB").resize((w, h), _FILTERS[interpolation])
+                top, left = int(round((h - size) / 2)), int(round((w - size) / 2))
+                pixels[index] = np.asarray(image.crop((left, top, left + size, top + size)))
+            except Exception:  # noqa: BLE001 - reported together below
+                return images.paths[index]
+            return None
+
+        with ThreadPoolExecutor(workers) as pool:
+            failed = list(tqdm(pool.map(decode, range(len(images))), total=len(images), desc=desc, leave=False))
+        bad = [f for f in failed if f is not None]
+        _check_bad(bad, len(images), max_bad_fraction, desc)
+        pixels.flush()
+        del pixels
+        np.savez(tmp / "index.npz", kept=np.array([f is None for f in failed]).nonzero()[0])
+        _publish(tmp, final)
+    kept = np.load(final / "index.npz")["kept"]
+    pixels = np.load(final / "pixels.npy", mmap_mode="r")
+    if len(kept) < len(images):
+        pixels = pixels[kept]  # a private copy of the good rows; rare (only with skipped images)
+    return EvalImageCache(pixels, images.labels[kept], tuple(images.paths[i] for i in kept))
