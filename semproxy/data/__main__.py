@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             root = prepare(args.dataset, args.root, args.archive, check_md5=not args.no_checksum)
-            _info(args.dataset, str(root), 0.2)
+            _info(args.dataset, str(root), 0.0)
         elif args.command == "synthetic":
             root = synthetic.generate(args.root, num_classes=args.classes, images_per_class=args.per_class,
                                       image_size=args.size, seed=args.seed)

@@ -68,7 +68,7 @@ def eval_batches(cache: EvalImageCache, batch_size: int, mean: Sequence[float], 
     """Normalised (B, 3, S, S) float batches of the cached crops, in order."""
     device = torch.device(device)
     for start in range(0, len(cache), batch_size):
-        chunk = torch.from_numpy(np.ascontiguousarray(cache.pixels[start:start + batch_size]))
+        chunk = torch.from_numpy(np.array(cache.pixels[start:start + batch_size]))  # a writable copy
         if device.type == "cuda":
             chunk = chunk.pin_memory()
         yield normalise(chunk.to(device, non_blocking=True).permute(0, 3, 1, 2), mean, std)
