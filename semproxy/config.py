@@ -1,40 +1,26 @@
-"""Typed configuration: the single source of truth for every parameter name.
+"""The typed configuration: the single source of truth for every parameter name.
 
-Each section is a dataclass whose fields carry their type (``int``, ``float``, ``bool``, ``str``,
-``Literal[...]`` or ``Optional[...]`` of those) and, in the field metadata, an allowed range and a
-one-line description. Field names are unique across sections, so a flat name such as
-``num_prompts`` addresses exactly one knob; search spaces, overrides and exports all speak these
-names. Defaults follow the paper code's CUB-200 ViT-S/16 setting (method.md section 4).
+One dataclass per concern (model, loss, data, optim, eval), gathered in :class:`Config`. Field
+names are unique across sections, so a flat name such as ``num_prompts`` or ``lr`` addresses exactly
+one knob: search spaces, ``--set`` overrides, trainables and exports all speak these names. YAML
+files hold the sections as mappings; a field name at the top level is accepted too. Defaults follow
+the paper code's CUB-200 ViT-S/16 setting (method.md section 4).
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import typing
+import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional
 
-__all__ = [
-    "ConfigError",
-    "ModelConfig",
-    "LossConfig",
-    "knob",
-    "validate",
-    "from_dict",
-    "apply_overrides",
-    "field_names",
-]
+import yaml
 
+from .typed_config import ConfigError, field_names, knob, parse_scalar, unknown_key, validate
 
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range (one-line message)."""
-
-
-def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None) -> Any:
-    """A dataclass field with a description and an optional inclusive range [low, high]."""
-    return field(default=default, metadata={"help": help, "low": low, "high": high})
-
+__all__ = ["ConfigError", "ModelConfig", "LossConfig", "DataConfig", "OptimConfig", "EvalConfig", "Config",
+           "knob", "validate"]
 
 Method = Literal["full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru"]
 
@@ -85,105 +71,170 @@ class LossConfig:
         "positive", "divide the pull term by the proxies with positives, or by all (paper code)")
 
 
-def field_names(section: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(section)]
+Dataset = Literal["cub200", "cars196", "sop", "inshop", "inat", "synthetic"]
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin is Union:
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
+@dataclass
+class DataConfig:
+    """Which benchmark, how it is split, sampled and augmented (method.md sections 4 and 6)."""
+
+    dataset: Dataset = knob("cub200", "benchmark")
+    data_root: Optional[str] = knob(None, "dataset folder; None = ./data/<dataset>")
+    val_fraction: float = knob(0.2, "last fraction of training classes held out for validation (0: none)",
+                               low=0.0, high=0.9)
+    batch_size: int = knob(64, "images per batch B", low=2)
+    samples_per_class: int = knob(2, "adjacent images per class K in a batch", low=1)
+    interpolation: Literal["bicubic", "bilinear"] = knob("bicubic", "resampling (bilinear = paper code)")
+    crop_pct: float = knob(0.875, "eval centre-crop fraction: Resize(size / crop_pct) + CenterCrop(size)",
+                           low=0.1, high=1.0)
+    cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy")
+    workers: int = knob(4, "threads that decode images into the cache", low=1)
+    max_bad_fraction: float = knob(0.01, "unreadable images tolerated (skipped) before it is an error",
+                                   low=0.0, high=1.0)
+    synthetic_classes: int = knob(24, "synthetic dataset: classes (half train, half test)", low=4)
+    synthetic_per_class: int = knob(16, "synthetic dataset: images per class", low=2)
+    synthetic_size: int = knob(64, "synthetic dataset: image side in pixels", low=16)
 
 
-def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Return (ok, value) with value converted to ``tp`` where that loses nothing (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return True, None
-                continue
-            ok, out = _coerce(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if origin is Literal:
-        return (value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False, value
-        return math.isfinite(value), float(value)
-    if tp is str:
-        return isinstance(value, str), value
-    raise TypeError(f"unsupported config type {tp!r}")
+@dataclass
+class OptimConfig:
+    """Optimisers, schedule and numerics (method.md section 4)."""
+
+    optimizer: Literal["sgd", "adam", "adamw"] = knob("sgd", "optimiser of every trained parameter")
+    lr: float = knob(5e-3, "learning rate of the encoder side (prompts, heads, adapters, biases)", low=0.0)
+    lr_proxy: float = knob(0.1, "learning rate of the proxies (absolute)", low=0.0)
+    weight_decay: float = knob(1e-6, "weight decay (L2 for sgd/adam, decoupled for adamw)", low=0.0)
+    momentum: float = knob(0.9, "SGD momentum", low=0.0, high=1.0)
+    epochs: int = knob(15, "training epochs; the cosine schedule spans them", low=1)
+    warmup_epochs: int = knob(0, "linear warm-up epochs before the cosine decay", low=0)
+    grad_clip: Optional[float] = knob(None, "clip the gradient norm to this value; None = off", low=0.0)
+    amp: bool = knob(True, "mixed precision on GPU (bf16 where supported, else fp16); off on CPU")
+    seed: int = knob(0, "seed of initialisation, sampling and augmentation", low=0)
 
 
-def validate(section: Any, *, where: str = "config") -> Any:
-    """Check every field of a dataclass instance for type and range, converting int -> float.
+@dataclass
+class EvalConfig:
+    """When and what to evaluate."""
 
-    Raises ConfigError naming ``where`` and the key. Returns the instance for chaining.
-    """
-    hints = typing.get_type_hints(type(section))
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        ok, value = _coerce(value, hints[f.name])
-        if not ok:
-            raise ConfigError(f"{where}: key '{f.name}' must be {_type_name(hints[f.name])}, got {value!r}")
-        low, high = f.metadata.get("low"), f.metadata.get("high")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if low is not None and value < low or high is not None and value > high:
-                bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-                raise ConfigError(f"{where}: key '{f.name}' must be in {bounds}, got {value!r}")
-        setattr(section, f.name, value)
-    return section
+    eval_batch_size: int = knob(128, "images per evaluation batch", low=1)
+    eval_every: int = knob(1, "validate every this many epochs (and after the last)", low=1)
+    test_eval: bool = knob(False, "evaluate on the test classes after training (final runs)")
+    device: str = knob("auto", "'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
 
 
-def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+@dataclass
+class Config:
+    """Every knob of a run. ``Config()`` is the paper code's CUB ViT-S/16 setting."""
 
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
-def from_dict(section: type, values: dict[str, Any], *, where: str = "config") -> Any:
-    """Build and validate a config section from a mapping; unknown keys are an error."""
-    valid = field_names(section)
-    for key in values:
-        if key not in valid:
-            raise _unknown_key(str(key), valid, where)
-    return validate(section(**values), where=where)
+    SECTIONS: ClassVar[tuple[str, ...]] = ("model", "loss", "data", "optim", "eval")
 
+    # -- flat names --------------------------------------------------------------------------
+    @classmethod
+    def section_of(cls) -> dict[str, str]:
+        """Field name -> section name, for every field (names are unique across sections)."""
+        owners: dict[str, str] = {}
+        for section in cls.SECTIONS:
+            for name in field_names(type(getattr(cls(), section))):
+                owners[name] = section
+        return owners
 
-def _parse_scalar(text: str) -> Any:
-    """Parse an override value the way YAML would (numbers, booleans, null, strings)."""
-    import yaml
+    def flat(self) -> dict[str, Any]:
+        return {name: getattr(getattr(self, section), name) for name, section in self.section_of().items()}
 
-    value = yaml.safe_load(text) if text.strip() else ""
-    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+    def replace(self, values: dict[str, Any], *, where: str = "config") -> "Config":
+        """A validated copy with flat-named values changed; unknown names are an error."""
+        owners = self.section_of()
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            if name not in owners:
+                raise unknown_key(str(name), list(owners), where)
+            changes.setdefault(owners[name], {})[name] = value
+        new = dataclasses.replace(self, **{
+            section: dataclasses.replace(getattr(self, section), **fields) for section, fields in changes.items()})
+        return new.check(where)
+
+    def with_overrides(self, overrides: list[str], *, where: str = "--set") -> "Config":
+        """Apply ``key=value`` strings (values parsed as YAML scalars), validated like a file."""
+        values: dict[str, Any] = {}
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{where}: expected key=value, got '{item}'")
+            values[key.strip()] = parse_scalar(text)
+        return self.replace(values, where=where)
+
+    def check(self, where: str = "config") -> "Config":
+        """Validate every section and the combinations a run needs."""
+        for section in self.SECTIONS:
+            validate(getattr(self, section), where=where)
+        if self.data.batch_size % self.data.samples_per_class:
+            raise ConfigError(f"{where}: batch_size {self.data.batch_size} is not a multiple of "
+                              f"samples_per_class {self.data.samples_per_class}")
+        if self.optim.warmup_epochs >= self.optim.epochs and self.optim.warmup_epochs:
+            raise ConfigError(f"{where}: warmup_epochs {self.optim.warmup_epochs} must be below epochs "
+                              f"{self.optim.epochs}")
+        return self
+
+    # -- mappings and YAML -------------------------------------------------------------------
+    def to_mapping(self) -> dict[str, dict[str, Any]]:
+        return {section: dataclasses.asdict(getattr(self, section)) for section in self.SECTIONS}
+
+    @classmethod
+    def from_mapping(cls, mapping: Any, *, where: str = "config") -> "Config":
+        """Sections as mappings, or field names at the top level; anything else is an error."""
+        if mapping is None:
+            mapping = {}
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{where}: expected a mapping of sections, got {type(mapping).__name__}")
+        owners = cls.section_of()
+        values: dict[str, Any] = {}
+        for key, value in mapping.items():
+            if key in cls.SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where}: section '{key}' must be a mapping, got {value!r}")
+                for name, inner in value.items():
+                    if name in owners and owners[name] != key:
+                        raise ConfigError(f"{where}: key '{name}' belongs in section '{owners[name]}', not '{key}'")
+                    if owners.get(name) != key:
+                        raise unknown_key(f"{key}.{name}", [f"{owners[n]}.{n}" for n in owners], where)
+                    values[name] = inner
+            elif key in owners:
+                if key in values:
+                    raise ConfigError(f"{where}: key '{key}' given twice")
+                values[key] = value
+            else:
+                raise unknown_key(str(key), list(cls.SECTIONS) + list(owners), where)
+        return cls().replace(values, where=where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
         try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
+        try:
+            mapping = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: invalid YAML{at}: {getattr(error, 'problem', error)}") from None
+        return cls.from_mapping(mapping, where=str(path))
 
-
-def apply_overrides(section: Any, overrides: list[str], *, where: str = "--set") -> Any:
-    """Return a copy of ``section`` with ``key=value`` overrides applied and validated."""
-    valid = field_names(type(section))
-    changes: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"{where}: expected key=value, got '{item}'")
-        key = key.strip()
-        if key not in valid:
-            raise _unknown_key(key, valid, where)
-        changes[key] = _parse_scalar(text)
-    return validate(dataclasses.replace(section, **changes), where=where)
+    def dump(self, path: str | Path, header: str = "") -> Path:
+        """Write YAML atomically (temporary file, then rename); ``header`` lines become comments."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+        text = comments + yaml.safe_dump(self.to_mapping(), sort_keys=False)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+        return path

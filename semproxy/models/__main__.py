@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import sys
 
-from ..config import ConfigError, ModelConfig, apply_overrides
+from ..config import Config, ConfigError, ModelConfig
 from .backbone import BackboneError
 from .methods import METHODS
 from .params import count_parameters
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ConfigError(f"--methods: unknown method '{unknown[0]}' (expected {', '.join(METHODS)})")
-        cfg = apply_overrides(ModelConfig(), args.set)
+        cfg = Config().with_overrides(args.set).model
         rows = parameter_table(cfg, methods, args.num_classes, args.classes_per_batch)
     except (ConfigError, BackboneError) as error:
         print(f"error: {error}", file=sys.stderr)
