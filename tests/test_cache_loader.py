@@ -81,5 +81,18 @@ def test_eval_batches_are_the_cached_crops_in_order(tmp_path, train_images):
     cache = build_eval_cache(train_images, 32, 36, cache_dir=tmp_path)
     batches = list(eval_batches(cache, 10, mean=(0.5,) * 3, std=(0.5,) * 3))
     assert [len(b) for b in batches] == [10, 10, 4]
-    expected = (torch.from_numpy(np.asarray(cache.pixels[12])).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    expected = (torch.from_numpy(np.array(cache.pixels[12])).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
     torch.testing.assert_close(batches[1][2], expected)
+
+
+def test_caches_pickle_by_folder_not_by_pixels(tmp_path, train_images):
+    import pickle
+
+    train = build_train_cache(train_images, 36, cache_dir=tmp_path)
+    evaluation = build_eval_cache(train_images, 32, 36, cache_dir=tmp_path)
+    for cache in (train, evaluation):
+        blob = pickle.dumps(cache)
+        assert len(blob) < cache.pixels.nbytes / 4
+        restored = pickle.loads(blob)
+        assert isinstance(restored.pixels, np.memmap) and np.array_equal(restored.pixels, cache.pixels)
+        assert np.array_equal(restored.labels, cache.labels) and restored.paths == cache.paths

@@ -56,9 +56,14 @@ class TrainImageCache:
     shapes: np.ndarray      # (N, 2) height, width
     labels: np.ndarray
     paths: tuple[str, ...]
+    folder: Path
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __reduce__(self):
+        """Pickle by folder: a trial on the same node maps the same files instead of copying pixels."""
+        return _open_train, (self.folder, self.labels, self.paths)
 
     def image(self, index: int) -> np.ndarray:
         h, w = self.shapes[index]
@@ -82,9 +87,27 @@ class EvalImageCache:
     pixels: np.ndarray
     labels: np.ndarray
     paths: tuple[str, ...]
+    folder: Path
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __reduce__(self):
+        return _open_eval, (self.folder, self.labels, self.paths)
+
+
+def _open_train(folder: Path, labels: np.ndarray, paths: tuple[str, ...]) -> TrainImageCache:
+    index = np.load(folder / "index.npz")
+    return TrainImageCache(np.load(folder / "pixels.npy", mmap_mode="r"), index["offsets"], index["shapes"],
+                           labels, paths, folder)
+
+
+def _open_eval(folder: Path, labels: np.ndarray, paths: tuple[str, ...]) -> EvalImageCache:
+    pixels = np.load(folder / "pixels.npy", mmap_mode="r")
+    kept = np.load(folder / "index.npz")["kept"]
+    if len(kept) < len(pixels):
+        pixels = pixels[kept]  # a private copy of the good rows; rare (only with skipped images)
+    return EvalImageCache(pixels, labels, paths, folder)
 
 
 def _cache_key(images: ImageList, **settings) -> str:
@@ -183,10 +206,8 @@ def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional
         kept_idx = np.asarray(kept, dtype=np.int64)[good]
         np.savez(tmp / "index.npz", offsets=offsets[good], shapes=shapes[good], kept=kept_idx)
         _publish(tmp, final)
-    index = np.load(final / "index.npz")
-    kept_idx = index["kept"]
-    return TrainImageCache(np.load(final / "pixels.npy", mmap_mode="r"), index["offsets"], index["shapes"],
-                           images.labels[kept_idx], tuple(images.paths[i] for i in kept_idx))
+    kept = np.load(final / "index.npz")["kept"]
+    return _open_train(final, images.labels[kept], tuple(images.paths[i] for i in kept))
 
 
 def build_eval_cache(images: ImageList, size: int, resize: int, *, cache_dir: Optional[Path] = None,
@@ -221,7 +242,4 @@ def build_eval_cache(images: ImageList, size: int, resize: int, *, cache_dir: Op
         np.savez(tmp / "index.npz", kept=np.array([f is None for f in failed]).nonzero()[0])
         _publish(tmp, final)
     kept = np.load(final / "index.npz")["kept"]
-    pixels = np.load(final / "pixels.npy", mmap_mode="r")
-    if len(kept) < len(images):
-        pixels = pixels[kept]  # a private copy of the good rows; rare (only with skipped images)
-    return EvalImageCache(pixels, images.labels[kept], tuple(images.paths[i] for i in kept))
+    return _open_eval(final, images.labels[kept], tuple(images.paths[i] for i in kept))
