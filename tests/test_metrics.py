@@ -1,0 +1,215 @@
+"""Retrieval metrics (semproxy.metrics) against pytorch-metric-learning and brute-force numpy.
+
+Fixtures hold exact duplicate embeddings and lone queries (classes of one item in leave-one-out,
+labels absent from the gallery in query -> gallery). Duplicates are within a class here, as with
+repeated images of one product: ties between items of DIFFERENT labels make every rank-based
+metric depend on how ties are broken, and PML (IndexFlatL2) and we (IndexFlatIP) need not break
+them alike. Cross-label duplicates are used only in the self-exclusion test, where the answer does
+not depend on tie order.
+
+How PML is compared, apples to apples:
+- PML's precision_at_1 / r_precision / mean_average_precision_at_r skip "lone" queries (no other
+  item of their label in the reference), as our precision@1 / r_precision / map@r do (R = 0).
+- PML has no Recall@K; ours counts every query (lone ones score 0), the DML convention, so
+  recall@1 = precision@1 * num_queries / all queries. Recall@K is checked against brute force.
+- PML excludes self by index too (k+1 searched, the last dropped when self is absent).
+Within-class duplicates cannot tell "drop column 0" from exclusion by index (both leave the same
+label sequence); test_self_excluded_by_index_not_by_column_zero uses cross-label twins for that.
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+import torch
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+from semproxy.metrics import knn, normalise, retrieval_metrics
+
+PML_KEYS = {"precision_at_1": "precision@1", "r_precision": "r_precision",
+            "mean_average_precision_at_r": "map@r"}
+
+
+def _clustered(rng: np.random.Generator, labels: np.ndarray, dim: int = 16) -> np.ndarray:
+    """Class centres plus noise, so neighbours are neither random nor perfect."""
+    centres = rng.normal(size=(labels.max() + 1, dim))
+    return (centres[labels] + 1.2 * rng.normal(size=(len(labels), dim))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    sizes = np.concatenate([rng.integers(2, 35, size=17), [1, 1, 1]])  # 20 classes, 3 lone
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    emb = _clustered(rng, labels)
+    # exact duplicates within classes: copy 25 items onto others of their class
+    for i in rng.choice(len(labels), size=25, replace=False):
+        same = np.flatnonzero(labels == labels[i])
+        if len(same) > 1:
+            emb[rng.choice(same[same != i])] = emb[i]
+    perm = rng.permutation(len(labels))
+    emb, labels = emb[perm], labels[perm]
+    code = rng.permutation(1000)[: len(sizes)] * 3 - 500  # arbitrary, non-contiguous, some negative
+    # query -> gallery: gallery = classes 0..14; queries of classes 0..17 (15..17 absent from it)
+    q_lab = rng.integers(0, 18, size=120)
+    q_emb = _clustered(np.random.default_rng(1), q_lab)
+    g_mask = labels < 15
+    gallery, g_lab = emb[g_mask], labels[g_mask]
+    q_emb[:10], q_lab[:10] = gallery[:10], g_lab[:10]    # exact copies of gallery items
+    return {"emb": emb, "labels": code[labels], "gallery": gallery, "g_labels": code[g_lab],
+            "queries": q_emb, "q_labels": np.where(q_lab < 15, code[q_lab], 10_000 + q_lab)}
+
+
+def _brute_ranking(q: np.ndarray, g: np.ndarray, leave_one_out: bool) -> np.ndarray:
+    """Full similarity matrix, argsort; self moved last by index and removed."""
+    sims = normalise(q).astype(np.float64) @ normalise(g).astype(np.float64).T
+    if leave_one_out:
+        np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")
+    return order[:, :-1] if leave_one_out else order
+
+
+def _brute_metrics(q_labels: np.ndarray, g_labels: np.ndarray, order: np.ndarray,
+                   ks: tuple[int, ...], leave_one_out: bool) -> dict[str, float]:
+    """Textbook definitions, one query at a time."""
+    rec = {k: [] for k in ks}
+    ap, ap_paper, rp, p1 = [], [], [], []
+    for i, y in enumerate(q_labels):
+        rel = (g_labels[order[i]] == y).astype(float)
+        for k in ks:
+            rec[k].append(rel[:k].any())
+        r = int((g_labels == y).sum()) - int(leave_one_out)
+        if r == 0:
+            continue
+        prec_at = np.cumsum(rel[:r]) / np.arange(1, r + 1)
+        ap.append((prec_at * rel[:r]).sum() / r)
+        ap_paper.append((prec_at * rel[:r]).sum() / (r + int(leave_one_out)))  # R_incl = class size
+        rp.append(rel[:r].sum() / r)
+        p1.append(rel[0])
+    out = {f"recall@{k}": float(np.mean(rec[k])) for k in ks}
+    out.update({"map@r": np.mean(ap), "map@r_paper": np.mean(ap_paper), "r_precision": np.mean(rp),
+                "precision@1": np.mean(p1), "num_queries": float(len(ap))})
+    return out
+
+
+def _pml(query, query_labels, reference=None, reference_labels=None) -> dict[str, float]:
+    calc = AccuracyCalculator(include=tuple(PML_KEYS), k="max_bin_count", device=torch.device("cpu"))
+    q = torch.from_numpy(normalise(query))
+    if reference is None:  # leave-one-out: get_accuracy sets ref_includes_query=True
+        res = calc.get_accuracy(q, torch.as_tensor(query_labels))
+    else:
+        res = calc.get_accuracy(q, torch.as_tensor(query_labels), torch.from_numpy(normalise(reference)),
+                                torch.as_tensor(reference_labels), ref_includes_query=False)
+    return {PML_KEYS[k]: v for k, v in res.items()}
+
+
+KS = (1, 2, 4, 8, 30)
+
+
+def test_leave_one_out_matches_pml(data):
+    ours = retrieval_metrics(data["emb"], data["labels"], recall_ks=KS, use_gpu=False)
+    pml = _pml(data["emb"], data["labels"])
+    for key, value in pml.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+    lone = np.unique(data["labels"], return_counts=True)[1] == 1
+    assert ours["num_queries"] == len(data["labels"]) - lone.sum() > 0 and lone.sum() == 3
+    # Recall@1 counts the lone queries (as misses); PML's precision_at_1 leaves them out.
+    assert ours["recall@1"] == pytest.approx(ours["precision@1"] * ours["num_queries"] / len(data["labels"]))
+
+
+def test_query_gallery_matches_pml(data):
+    ours = retrieval_metrics(data["gallery"], data["g_labels"], recall_ks=KS, use_gpu=False,
+                             query_embeddings=data["queries"], query_labels=data["q_labels"])
+    pml = _pml(data["queries"], data["q_labels"], data["gallery"], data["g_labels"])
+    for key, value in pml.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+    assert ours["num_queries"] == (data["q_labels"] < 10_000).sum() < len(data["q_labels"])
+    assert ours["map@r_paper"] == ours["map@r"]  # the query is not in the gallery: R_incl = R
+
+
+def test_leave_one_out_matches_brute_force(data):
+    ours = retrieval_metrics(torch.from_numpy(data["emb"]), torch.from_numpy(data["labels"]),
+                             recall_ks=KS, use_gpu=False)
+    brute = _brute_metrics(data["labels"], data["labels"], _brute_ranking(data["emb"], data["emb"], True),
+                           KS, leave_one_out=True)
+    assert ours == pytest.approx(brute, abs=1e-9)
+    assert ours["map@r_paper"] < ours["map@r"]
+
+
+def test_query_gallery_matches_brute_force(data):
+    ours = retrieval_metrics(data["gallery"], data["g_labels"], recall_ks=KS, use_gpu=False,
+                             query_embeddings=data["queries"], query_labels=data["q_labels"])
+    order = _brute_ranking(data["queries"], data["gallery"], False)
+    assert ours == pytest.approx(_brute_metrics(data["q_labels"], data["g_labels"], order, KS, False), abs=1e-9)
+
+
+def test_paper_variant_perfect_ranking_scores_n_minus_1_over_n():
+    labels = np.repeat([3, 7, 11], [2, 4, 5])
+    emb = np.eye(3, dtype=np.float32)[np.searchsorted([3, 7, 11], labels)]  # each class one point
+    m = retrieval_metrics(emb, labels, use_gpu=False)
+    assert m["map@r"] == pytest.approx(1.0)
+    assert m["map@r_paper"] == pytest.approx(np.mean(np.repeat([1 / 2, 3 / 4, 4 / 5], [2, 4, 5])))
+
+
+def test_self_excluded_by_index_not_by_column_zero():
+    # Items 0 (label 0) and 1 (label 1) are the same vector: identical queries get the same ranked
+    # list, so for one of them faiss ranks the twin before itself. Dropping column 0 would then
+    # keep that query as its own nearest neighbour and count a hit.
+    emb = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0.1], [0, 1, -0.1]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 1])
+    sims, idx = knn(emb, 2, use_gpu=False)
+    assert not (idx == np.arange(4)[:, None]).any()
+    assert set(idx[:2, 0]) == {0, 1}  # each twin's nearest is the other twin
+    raw = faiss.IndexFlatIP(3)
+    raw.add(normalise(emb))
+    _, raw_idx = raw.search(normalise(emb[:2]), 3)
+    naive_top1 = raw_idx[:, 1]  # "search k+1, drop column 0"
+    assert (naive_top1 == np.arange(2)).any(), "faiss put self first for both twins: test is void"
+    m = retrieval_metrics(emb, labels, recall_ks=(1,), use_gpu=False)
+    assert m["recall@1"] == 0.0  # by index: every item's nearest has the other label
+    naive = np.mean(labels[naive_top1] == labels[:2])
+    assert naive > 0.0
+
+
+def test_self_beyond_k_plus_one_drops_last_column():
+    # 5 exact copies of one class and k = 2 (Recall@2, classes of two): self may be outside the k+1.
+    emb = np.vstack([np.tile([1.0, 0.0], (5, 1)), [[0.0, 1.0]] * 2]).astype(np.float32)
+    labels = np.array([0, 0, 0, 0, 0, 1, 1])
+    sims, idx = knn(emb, 3, use_gpu=False)
+    assert not (idx == np.arange(7)[:, None]).any()
+    assert (labels[idx[:5]] == 0).all()
+
+
+def test_chunking_gives_identical_results(data):
+    kwargs = dict(recall_ks=KS, use_gpu=False)
+    big = retrieval_metrics(data["emb"], data["labels"], chunk_size=100_000, **kwargs)
+    # same neighbours; only the float summation order differs
+    assert retrieval_metrics(data["emb"], data["labels"], chunk_size=7, **kwargs) == pytest.approx(big, rel=1e-12)
+    qg = dict(query_embeddings=data["queries"], query_labels=data["q_labels"], **kwargs)
+    assert (retrieval_metrics(data["gallery"], data["g_labels"], chunk_size=7, **qg)
+            == pytest.approx(retrieval_metrics(data["gallery"], data["g_labels"], chunk_size=100_000, **qg), rel=1e-12))
+    np.testing.assert_array_equal(knn(data["emb"], 40, chunk_size=7, use_gpu=False)[1],
+                                  knn(data["emb"], 40, chunk_size=100_000, use_gpu=False)[1])
+
+
+def test_k_capped_by_gallery_and_inputs_validated():
+    emb = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    m = retrieval_metrics(emb, labels, recall_ks=(1, 1000), use_gpu=False)
+    assert m["recall@1000"] == 1.0  # every query has a positive among the 5 others
+    with pytest.raises(ValueError):
+        retrieval_metrics(np.full((3, 2), np.nan), labels[:3], use_gpu=False)
+    with pytest.raises(ValueError):
+        retrieval_metrics(emb, labels[:5], use_gpu=False)
+    with pytest.raises(ValueError):
+        retrieval_metrics(emb, labels, query_embeddings=emb, use_gpu=False)
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU")
+def test_gpu_equals_cpu(data):
+    cpu = retrieval_metrics(data["emb"], data["labels"], recall_ks=KS, use_gpu=False, chunk_size=50)
+    gpu = retrieval_metrics(data["emb"], data["labels"], recall_ks=KS, use_gpu=True, chunk_size=50)
+    assert gpu == pytest.approx(cpu, abs=1e-9)
+    s_cpu, i_cpu = knn(data["emb"], 10, use_gpu=False)
+    s_gpu, i_gpu = knn(data["emb"], 10, use_gpu=True)
+    np.testing.assert_allclose(s_gpu, s_cpu, atol=1e-5)
