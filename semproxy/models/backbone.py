@@ -20,7 +20,8 @@ import timm
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, _cfg, _create_vision_transformer, checkpoint_filter_fn
 
-__all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "file_sha256", "WEIGHT_SUFFIXES"]
+__all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "file_sha256", "WEIGHT_SUFFIXES",
+           "MICRO_SYNTHETIC_WEIGHTS"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 
@@ -29,10 +30,15 @@ class BackboneError(ValueError):
     """The backbone cannot be built or its weights do not fit (one-line message)."""
 
 
-# A micro ViT for tests and the CPU demo: 32 px, 4x4 patches of 8 px, width 64, 4 blocks.
+# A micro ViT for tests and the CPU demo: 32 px, 4x4 patches of 8 px, width 64, 4 blocks. The
+# "synthetic" tag is pretrained on generated shapes and ships with the package (pretrain_micro.py).
+MICRO_SYNTHETIC_WEIGHTS = Path(__file__).parent / "weights" / "vit_micro_patch8_32.synthetic.safetensors"
 default_cfgs = generate_default_cfgs({
     "vit_micro_patch8_32.untrained": _cfg(
         input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=0),
+    "vit_micro_patch8_32.synthetic": _cfg(
+        file=str(MICRO_SYNTHETIC_WEIGHTS), input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        num_classes=0),
 })
 
 

@@ -19,7 +19,7 @@ from ..records import Benchmark, DatasetError, ExpectedCounts
 from ._common import read_class_folders, require_root
 from .cub import split_by_class
 
-__all__ = ["generate", "read", "expected_counts"]
+__all__ = ["generate", "read", "expected_counts", "class_design", "SHAPES", "COLOURS", "TEXTURES"]
 
 HOW = "generate it with: python -m semproxy.data synthetic --root DIR"
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "bar")
@@ -30,7 +30,7 @@ COLOURS = {
 TEXTURES = ("plain", "stripes", "dots", "checks")
 
 
-def _class_design(index: int) -> tuple[str, str, str]:
+def class_design(index: int) -> tuple[str, str, str]:
     """Class ``index`` -> (shape, colour, texture), varying the shape fastest so neighbours differ."""
     shape = SHAPES[index % len(SHAPES)]
     colour = list(COLOURS)[(index // len(SHAPES) + index) % len(COLOURS)]
@@ -72,7 +72,7 @@ def _draw_background(draw: ImageDraw.ImageDraw, size: int, texture: str, tone: n
 
 
 def _render(class_index: int, size: int, rng: np.random.Generator) -> Image.Image:
-    shape, colour, texture = _class_design(class_index)
+    shape, colour, texture = class_design(class_index)
     tone = rng.integers(30, 110, size=3)
     image = Image.new("RGB", (size, size), tuple(int(v) for v in tone))
     draw = ImageDraw.Draw(image)
@@ -116,7 +116,7 @@ def generate(root: str | Path, *, num_classes: int = 24, images_per_class: int =
             raise DatasetError(f"synthetic: {meta_path} holds another generation {existing}; pass overwrite=True "
                                f"or use another root")
     for index in range(num_classes):
-        shape, colour, texture = _class_design(index)
+        shape, colour, texture = class_design(index)
         folder = root / "images" / f"{index + 1:03d}.{shape}_{colour}_{texture}"
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(images_per_class):

@@ -1,0 +1,93 @@
+"""Checkpoints: what is trained plus everything needed to continue exactly, and nothing frozen.
+
+A checkpoint holds the trained tensors (parameters that require grad and the semantic-proxy
+buffers: class-prompt bank, accumulator states), the optimiser and schedule state, the RNG state,
+the epoch, the config and the backbone's identity (name and a hash of its weights). It is written to
+a temporary file and renamed into place, and read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+from .models import PromptedViT
+
+__all__ = ["CheckpointError", "CHECKPOINT_FILE", "backbone_hash", "trained_state", "save_checkpoint",
+           "load_checkpoint", "check_compatible", "RUNTIME_FIELDS"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+FORMAT_VERSION = 1
+# Fields that say where and how a run executes, not what it learns: they may differ on resume.
+RUNTIME_FIELDS = frozenset({"data_root", "cache_dir", "workers", "device", "eval_batch_size", "test_eval",
+                            "eval_every", "pretrained", "weights"})
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or made for another backbone or config (one line)."""
+
+
+def backbone_hash(model: PromptedViT) -> str:
+    """SHA-256 over the backbone's tensors as loaded (before any training), in state_dict order."""
+    digest = hashlib.sha256()
+    for name, tensor in model.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def trained_state(model: PromptedViT) -> dict[str, torch.Tensor]:
+    """Every tensor training changes: trainable parameters and the semantic-proxy buffers."""
+    state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    if model.semantic is not None:
+        state.update({f"semantic.{name}": b.detach() for name, b in model.semantic.named_buffers()})
+    return state
+
+
+def save_checkpoint(directory: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``directory/checkpoint.pt`` atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=directory)
+    os.close(handle)
+    torch.save({"format": FORMAT_VERSION, **payload}, tmp)
+    os.replace(tmp, directory / CHECKPOINT_FILE)
+    return directory / CHECKPOINT_FILE
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file or directory (tensors and plain containers only)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - corrupt or foreign file
+        raise CheckpointError(f"checkpoint {path} cannot be read: {str(error).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} is not a semproxy checkpoint (format {FORMAT_VERSION})")
+    return payload
+
+
+def check_compatible(payload: dict[str, Any], config: Config, model: PromptedViT, *, where: str) -> None:
+    """Refuse a checkpoint of another backbone (name or weights) or another learning config."""
+    saved = payload["backbone"]
+    if saved["name"] != config.model.backbone:
+        raise CheckpointError(f"{where}: made for backbone '{saved['name']}', not '{config.model.backbone}'")
+    if saved["sha256"] != backbone_hash(model):
+        raise CheckpointError(f"{where}: the backbone weights differ from those it was trained on "
+                              f"(sha256 {saved['sha256'][:12]}...)")
+    theirs = Config.from_mapping(payload["config"]).flat()
+    ours = config.flat()
+    differing = sorted(k for k in ours if k not in RUNTIME_FIELDS and ours[k] != theirs.get(k))
+    if differing:
+        key = differing[0]
+        raise CheckpointError(f"{where}: made with another config ({key}={theirs.get(key)!r}, "
+                              f"now {ours[key]!r}{f' and {len(differing) - 1} more' if len(differing) > 1 else ''})")

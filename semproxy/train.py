@@ -1,0 +1,228 @@
+"""Training: ``fit(config)`` runs epochs, validates, checkpoints and calls back after each epoch.
+
+``fit`` knows nothing of Ray: the Tune trainable is one of its callbacks. A checkpoint of epoch k
+resumed with ``resume_from`` continues exactly as if the run had never stopped (bit-identical on
+CPU): batches and augmentation depend only on (seed, epoch), and the RNG, optimiser, schedule and
+accumulator states are all saved.
+
+``python -m semproxy.train --config FILE`` is the final training of a config (see ``final.py``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import backbone_hash, check_compatible, load_checkpoint, save_checkpoint, trained_state
+from .config import Config
+from .data.prepared import PreparedData, prepare_data
+from .evaluation import autocast_for, evaluate
+from .losses import ProxyAnchorLoss
+from .models import PromptedViT, build_model
+from .optim import Optimizers, build_optimizers
+
+__all__ = ["fit", "Trainer", "EpochResult", "FitResult", "NonFiniteLossError", "resolve_device", "metric_names"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the current CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' requested but CUDA is not available")
+    return device
+
+
+def metric_names(split: str, metrics: dict[str, float]) -> dict[str, float]:
+    """'map@r' of 'val' -> 'val_map_at_r': flat names that Tune and TensorBoard take as they are."""
+    return {f"{split}_{k.replace('@', '_at_')}": float(v) for k, v in metrics.items()}
+
+
+@dataclass
+class EpochResult:
+    """What one epoch produced; ``metrics`` holds ``val_*`` names when the epoch was validated."""
+
+    epoch: int                  # epochs completed so far (1-based)
+    loss: float
+    pos_loss: float
+    neg_loss: float
+    lr: float
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        values = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        return {**values, **self.metrics}
+
+
+@dataclass
+class FitResult:
+    history: list[EpochResult]
+    test_metrics: dict[str, float]
+    model: PromptedViT
+
+
+Callback = Callable[[EpochResult, "Trainer"], None]
+
+
+class Trainer:
+    """Model, optimisers and data of one run, and the state that makes it resumable."""
+
+    def __init__(self, config: Config, data: PreparedData, device: torch.device, *, progress: bool = True) -> None:
+        self.config, self.data, self.device, self.progress = config, data, device, progress
+        torch.manual_seed(config.optim.seed)
+        self.loader = data.train_loader(config, device)
+        self.model = build_model(config.model, self.loader.num_classes)
+        self.backbone_sha256 = backbone_hash(self.model)
+        self.model.to(device)
+        self.optimizers: Optimizers = build_optimizers(self.model, config.optim)
+        self.loss_fn = ProxyAnchorLoss(config.loss.pa_alpha, config.loss.pa_delta, config.loss.pa_pos_norm)
+        self.amp = config.optim.amp and device.type == "cuda"
+        fp16 = self.amp and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.epoch = 0
+        self.history: list[EpochResult] = []
+
+    # -- one epoch -------------------------------------------------------------------------
+    def _trained_tensors(self) -> list[torch.Tensor]:
+        tensors = [p for p in self.model.parameters() if p.requires_grad]
+        if self.model.semantic is not None:
+            tensors += self.model.semantic.bank.active_rows
+        return tensors
+
+    def train_epoch(self) -> EpochResult:
+        cfg, model = self.config, self.model
+        model.train()
+        self.loader.set_epoch(self.epoch)
+        start = time.perf_counter()
+        losses = torch.zeros(len(self.loader), 3, device=self.device)  # no host sync per step
+        batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
+                       disable=not self.progress)
+        for step, (images, labels) in enumerate(batches):
+            with autocast_for(self.device, self.amp):
+                out = model.forward_train(images, labels)
+            terms = self.loss_fn(out.embeddings, labels, out.proxies)
+            self.optimizers.zero_grad()
+            if self.scaler is not None:
+                self.scaler.scale(terms.loss).backward()
+                self.scaler.unscale_(self.optimizers.dense)
+            else:
+                terms.loss.backward()
+            if cfg.optim.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self._trained_tensors(), cfg.optim.grad_clip)
+            self.optimizers.step(self.scaler)
+            if self.scaler is not None:
+                self.scaler.update()
+            losses[step] = torch.stack([terms.loss, terms.pos_loss, terms.neg_loss]).detach()
+        self._check_finite(losses)
+        lr = self.optimizers.lr
+        self.optimizers.end_epoch()
+        self.epoch += 1
+        mean = losses.mean(0).tolist()
+        return EpochResult(self.epoch, mean[0], mean[1], mean[2], lr, time.perf_counter() - start)
+
+    def _check_finite(self, losses: torch.Tensor) -> None:
+        finite = torch.isfinite(losses).all(1)
+        if not bool(finite.all()):
+            step = int((~finite).nonzero()[0]) + 1
+            raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, step {step} "
+                                     f"(loss {losses[step - 1, 0].item()}); try a lower lr or lr_proxy")
+
+    def validate(self) -> dict[str, float]:
+        if self.data.val is None:
+            return {}
+        metrics = evaluate(self.model, self.data, "val", self.config.eval.eval_batch_size, self.device,
+                           amp=self.amp, progress=self.progress)
+        return metric_names("val", metrics)
+
+    def test(self) -> dict[str, float]:
+        metrics = evaluate(self.model, self.data, "test", self.config.eval.eval_batch_size, self.device,
+                           amp=self.amp, progress=self.progress)
+        return metric_names("test", metrics)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "epoch": self.epoch,
+            "trained": {k: v.cpu() for k, v in trained_state(self.model).items()},
+            "optimizers": self.optimizers.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng,
+            "config": self.config.to_mapping(),
+            "backbone": {"name": self.config.model.backbone, "sha256": self.backbone_sha256},
+            "history": [asdict(h) for h in self.history],
+            "data": self.data.fingerprint,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        return save_checkpoint(directory, self.payload())
+
+    def restore(self, payload: dict[str, Any], where: str = "checkpoint") -> None:
+        check_compatible(payload, self.config, self.model, where=where)
+        current = trained_state(self.model)
+        missing = sorted(set(current) - set(payload["trained"]))
+        if missing:
+            raise ValueError(f"{where}: lacks trained tensor '{missing[0]}'")
+        with torch.no_grad():
+            for name, tensor in current.items():
+                tensor.copy_(payload["trained"][name])  # in place: the optimisers keep their references
+        self.optimizers.load_state_dict(payload["optimizers"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if "cuda" in payload["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
+        self.epoch = int(payload["epoch"])
+        self.history = [EpochResult(**h) for h in payload["history"]]
+
+
+def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Sequence[Callback] = (),
+        resume_from: Optional[str | Path | dict] = None, device: Optional[torch.device | str] = None,
+        progress: bool = True) -> FitResult:
+    """Train ``config`` for ``config.optim.epochs`` epochs; validate every ``eval_every`` and after the last.
+
+    Args:
+        data: prepared caches (built here when None; test caches only when ``test_eval``).
+        callbacks: called with each epoch's result and the trainer (to report, checkpoint, log).
+        resume_from: a checkpoint file, directory or loaded payload to continue from.
+        device: overrides ``config.eval.device``.
+    """
+    config.check()
+    device = torch.device(device) if device is not None else resolve_device(config.eval.device)
+    if data is None:
+        data = prepare_data(config, with_test=config.eval.test_eval)
+    trainer = Trainer(config, data, device, progress=progress)
+    if resume_from is not None:
+        payload = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
+        trainer.restore(payload, where=str(resume_from) if not isinstance(resume_from, dict) else "checkpoint")
+    epochs = range(trainer.epoch, config.optim.epochs)
+    for _ in tqdm(epochs, desc="training", disable=not progress, leave=False):
+        result = trainer.train_epoch()
+        last = trainer.epoch == config.optim.epochs
+        if last or trainer.epoch % config.eval.eval_every == 0:
+            result.metrics = trainer.validate()
+        trainer.history.append(result)
+        for callback in callbacks:
+            callback(result, trainer)
+    test_metrics = trainer.test() if config.eval.test_eval and data.test is not None else {}
+    return FitResult(trainer.history, test_metrics, trainer.model)
+
+
+if __name__ == "__main__":  # python -m semproxy.train: the final-training command
+    import sys
+
+    from semproxy.final import main
+
+    sys.exit(main())
