@@ -71,6 +71,19 @@ class LossConfig:
         "positive", "divide the pull term by the proxies with positives, or by all (paper code)")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader, except that a key given twice in one mapping is an error, not a silent override."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 Dataset = Literal["cub200", "cars196", "sop", "inshop", "inat", "synthetic"]
 
 
@@ -220,7 +233,7 @@ class Config:
         except OSError as error:
             raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
         try:
-            mapping = yaml.safe_load(text)
+            mapping = yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader that refuses repeated keys
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             at = f" at line {mark.line + 1}" if mark is not None else ""

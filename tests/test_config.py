@@ -51,6 +51,7 @@ def test_flat_keys_at_top_level_are_accepted(tmp_path):
     ("model: 3\n", "section 'model' must be a mapping"),
     ("model:\n  method: [vpt\n", "invalid YAML at line 3"),
     ("- a\n- b\n", "expected a mapping of sections, got list"),
+    ("model:\n  num_prompts: 3\n  num_prompts: 4\n", "invalid YAML at line 3: key 'num_prompts' given twice"),
 ])
 def test_bad_files_name_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -81,3 +82,13 @@ def test_overrides_parse_like_yaml_and_validate():
         Config().with_overrides(["num_prompts=many"])
     with pytest.raises(ConfigError, match=r"--set: unknown key 'learning_rate'"):
         Config().with_overrides(["learning_rate=0.1"])
+
+
+def test_every_shipped_experiment_config_loads():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parent.parent / "experiments").glob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        cfg = Config.load(path)
+        assert cfg.data.dataset in path.name

@@ -1,0 +1,138 @@
+"""fit(): learning, exact resume, non-finite losses, checkpoints, and the final-training commands."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from semproxy.checkpoint import CheckpointError, load_checkpoint
+from semproxy.config import Config
+from semproxy.data.prepared import prepare_data
+from semproxy.evaluate import main as evaluate_main
+from semproxy.final import main as final_main
+from semproxy.optim import lr_factor
+from semproxy.train import NonFiniteLossError, Trainer, fit
+
+EXPERIMENT = Path(__file__).parent.parent / "experiments" / "synthetic.yaml"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train")
+
+
+def small_config(workdir: Path, **values) -> Config:
+    """The synthetic experiment, shrunk: 20 classes of 8 images, a few epochs."""
+    base = {"data_root": str(workdir / "synthetic"), "cache_dir": str(workdir / "cache"), "synthetic_classes": 20,
+            "synthetic_per_class": 8, "batch_size": 16, "epochs": 3, "gru_dropout": 0.2, "adapter_dropout": 0.2}
+    return Config.load(EXPERIMENT).replace({**base, **values})
+
+
+def test_vptsp_gru_learns_on_synthetic_data(workdir):
+    cfg = Config.load(EXPERIMENT).replace({"data_root": str(workdir / "demo"), "cache_dir": str(workdir / "cache")})
+    data = prepare_data(cfg)
+    before = Trainer(cfg, data, torch.device("cpu"), progress=False).validate()["val_map_at_r"]
+    result = fit(cfg, data=data, progress=False)
+    after = result.history[-1].metrics["val_map_at_r"]
+    assert after > before + 0.15, (before, after)   # measured: 0.31 -> 0.64
+    assert result.history[-1].loss < result.history[0].loss - 1.0
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method,optimizer", [("vptsp_gru", "adamw"), ("adapter", "sgd")])
+def test_resume_from_epoch_k_equals_never_stopping(workdir, method, optimizer):
+    cfg = small_config(workdir, method=method, optimizer=optimizer, lr=0.01, adapter_layers=2, warmup_epochs=1)
+    data = prepare_data(cfg)
+    straight = fit(cfg, data=data, progress=False)
+
+    saved = {}
+
+    def save_at_two(result, trainer):
+        if result.epoch == 2:
+            saved["dir"] = trainer.save(workdir / f"ckpt-{method}")
+
+    fit(cfg.replace({"epochs": 3}), data=data, progress=False, callbacks=[save_at_two])
+    torch.manual_seed(12345)  # resuming must not depend on the process's RNG state
+    resumed = fit(cfg, data=data, progress=False, resume_from=saved["dir"])
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    assert [h.metrics for h in resumed.history] == [h.metrics for h in straight.history]
+    assert [h.loss for h in resumed.history] == [h.loss for h in straight.history]
+    a, b = _params(straight.model), _params(resumed.model)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_checkpoint_holds_only_what_is_trained(workdir):
+    cfg = small_config(workdir, epochs=1)
+    result = {}
+    fit(cfg, progress=False, callbacks=[lambda r, t: result.setdefault("path", t.save(workdir / "small"))])
+    payload = load_checkpoint(result["path"])
+    backbone_keys = [k for k in payload["trained"] if k.startswith("backbone.")]
+    assert backbone_keys and all(k.endswith("bias") for k in backbone_keys)  # BitFit: biases, no weights
+    assert "semantic.state" in payload["trained"] and "semantic.bank.table_0" in payload["trained"]
+    assert payload["backbone"]["name"] == "vit_micro_patch8_32.synthetic" and len(payload["backbone"]["sha256"]) == 64
+    assert Config.from_mapping(payload["config"]) == cfg
+    assert not list((workdir / "small").glob(".checkpoint.*"))  # written atomically
+
+
+def test_checkpoint_of_another_config_or_backbone_is_refused(workdir):
+    cfg = small_config(workdir, epochs=1)
+    saved = {}
+    fit(cfg, progress=False, callbacks=[lambda r, t: saved.setdefault("p", t.save(workdir / "refuse"))])
+    with pytest.raises(CheckpointError, match=r"made with another config \(num_prompts=3, now 2\)"):
+        fit(cfg.replace({"num_prompts": 2}), progress=False, resume_from=saved["p"])
+    with pytest.raises(CheckpointError, match="made for backbone 'vit_micro_patch8_32.synthetic', not 'vit_micro_patch8_32'"):
+        fit(cfg.replace({"backbone": "vit_micro_patch8_32", "pretrained": False}), progress=False,
+            resume_from=saved["p"])
+    payload = load_checkpoint(saved["p"])
+    payload["backbone"]["sha256"] = "0" * 64
+    with pytest.raises(CheckpointError, match="backbone weights differ"):
+        fit(cfg, progress=False, resume_from=payload)
+    (workdir / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(workdir / "junk.pt")
+
+
+def test_non_finite_loss_names_epoch_and_step(workdir):
+    cfg = small_config(workdir, optimizer="sgd", lr=1e38, momentum=0.0, epochs=1)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step \d+"):
+        fit(cfg, progress=False)
+
+
+def test_cosine_schedule_with_warmup():
+    assert [lr_factor(e, 5, 0) for e in (0, 5)] == [1.0, 0.0]
+    assert lr_factor(2, 4, 0) == pytest.approx(0.5)
+    assert [lr_factor(e, 6, 2) for e in (0, 1, 2)] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0]
+    assert lr_factor(4, 6, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_final_training_command_and_evaluate(workdir, capsys):
+    out = workdir / "final"
+    args = ["--config", str(EXPERIMENT), "--out", str(out), "--no-progress",
+            "--set", f"data_root={workdir / 'demo'}", "--set", f"cache_dir={workdir / 'cache'}", "--set", "epochs=2"]
+    assert final_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "test (synthetic, 320 images): R@1" in printed and "MAP@R" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["data"]["val_fraction"] == 0.0 and len(metrics["history"]) == 2
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    before = (out / "metrics.json").read_bytes()
+    assert final_main(args) == 2  # refuses to overwrite
+    assert "pass --resume" in capsys.readouterr().err and (out / "metrics.json").read_bytes() == before
+    assert evaluate_main(["--checkpoint", str(out), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(metrics["test"])
+
+
+def test_bad_config_file_exits_2_before_any_work(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr_proxi: 0.1\n")
+    assert final_main(["--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}: unknown key 'optim.lr_proxi' (did you mean 'optim.lr_proxy'?)"
+    assert not (tmp_path / "o").exists()
