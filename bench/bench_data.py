@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms as T
 
-from semproxy.data import BatchAugment, TrainLoader, build_train_cache, eval_resize_for, load_benchmark
+from semproxy.data import BatchAugment, ImageList, TrainLoader, build_train_cache, eval_resize_for, load_benchmark
 from semproxy.data.readers import synthetic
 
 
@@ -62,7 +62,9 @@ def main() -> None:
                         persistent_workers=True)
     baseline = time_batches(loader, args.batches)
 
-    images = load_benchmark("synthetic", root).train
+    benchmark = load_benchmark("synthetic", root)  # every class, as ImageFolder reads them
+    images = ImageList(benchmark.train.paths + benchmark.test.paths,
+                       np.concatenate([benchmark.train.labels, benchmark.test.labels]))
     start = time.perf_counter()
     cache = build_train_cache(images, eval_resize_for(args.size), cache_dir=root / "cache", workers=args.workers)
     cache_seconds = time.perf_counter() - start

@@ -1,14 +1,14 @@
 """Batches for training and evaluation, straight from the image caches.
 
-Training: the class-balanced sampler picks indices, a background thread assembles the next padded
-uint8 batch from the memory-mapped cache while the device works on the current one, and the batched
-augmentation runs on the device. Evaluation: fixed crops in order, normalised on the device.
+Training: the class-balanced sampler picks indices and a background thread prepares the next batch
+from the memory-mapped cache while the device works on the current one: for a GPU the padded uint8
+batch, augmented there in one batched call; for the CPU the augmented uint8 crops themselves. Evaluation: fixed crops in order, normalised on the device.
 Randomness depends only on (seed, epoch), so a resumed run sees the same batches.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,26 +41,33 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def _host_batch(self, indices: list[int]) -> tuple[torch.Tensor, np.ndarray, torch.Tensor]:
+    def _host_batch(self, indices: list[int], rng: np.random.Generator) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """Host side of a batch: S x S uint8 crops for a CPU device, else the padded uint8 batch."""
         idx = np.asarray(indices)
+        labels = torch.from_numpy(self.targets[idx])
+        params = self.augment.sample(self.cache.shapes[idx], rng)
+        if self.device.type == "cpu":
+            return self.augment.on_host([self.cache.image(i) for i in idx], params), None, labels
         pixels, sizes = self.cache.batch(idx)
         images = torch.from_numpy(pixels)
-        if self.device.type == "cuda":
-            images = images.pin_memory()
-        return images, sizes, torch.from_numpy(self.targets[idx])
+        return (images.pin_memory() if self.device.type == "cuda" else images), (sizes, params), labels
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        rng = np.random.default_rng([self.seed, self.epoch, 1])  # used by the one host thread, in batch order
         batches = iter(self.sampler)
         with ThreadPoolExecutor(1) as pool:
-            pending = [pool.submit(self._host_batch, b) for b, _ in zip(batches, range(self.prefetch))]
+            pending = [pool.submit(self._host_batch, b, rng) for b, _ in zip(batches, range(self.prefetch))]
             while pending:
-                images, sizes, labels = pending.pop(0).result()
+                images, device_work, labels = pending.pop(0).result()
                 following = next(batches, None)
                 if following is not None:
-                    pending.append(pool.submit(self._host_batch, following))
+                    pending.append(pool.submit(self._host_batch, following, rng))
                 images = images.to(self.device, non_blocking=True)
-                yield self.augment(images, sizes, rng), labels.to(self.device, non_blocking=True)
+                if device_work is None:
+                    images = normalise(images, self.augment.mean, self.augment.std)
+                else:
+                    images = self.augment.on_device(images, *device_work)
+                yield images, labels.to(self.device, non_blocking=True)
 
 
 def eval_batches(cache: EvalImageCache, batch_size: int, mean: Sequence[float], std: Sequence[float],

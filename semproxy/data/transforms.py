@@ -2,13 +2,13 @@
 
 Training: RandomResizedCrop(size, scale, ratio) + horizontal flip, with torchvision's parameter
 sampling (area and log-ratio, ten tries, then a centre crop of clamped ratio), drawn for the whole
-batch at once, and the crops resampled in ONE ``grid_sample`` call over the padded batch. Evaluation
+batch at once; on a GPU the crops are resampled in ONE ``grid_sample`` call over the padded batch. Evaluation
 images are cropped once when cached (Resize(size / crop_pct) + CenterCrop(size)), so at evaluation
 only the normalisation runs. Mean and std come from the backbone's pretrained config.
 
-The crop-resize samples the source without antialiasing; the cache already stores images at about
-the training resolution (shorter side = the eval resize, 256 for 224), so crops are downscaled by at
-most that factor.
+On the GPU the crop-resize samples the source without antialiasing; the cache already stores images
+at about the training resolution (shorter side = the eval resize, 256 for 224), so crops are
+downscaled by at most that factor. On the CPU the crops are resized with antialiasing.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BatchAugment", "normalise", "sample_crop_boxes", "eval_resize_for", "Interpolation"]
+__all__ = ["BatchAugment", "CropParams", "normalise", "sample_crop_boxes", "eval_resize_for", "Interpolation"]
 
 Interpolation = Literal["bicubic", "bilinear"]
 
@@ -31,10 +31,14 @@ def eval_resize_for(size: int, crop_pct: float = 0.875) -> int:
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (or float in [0, 255]) (B, 3, H, W) -> float32 normalised, on the images' device."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1) * 255
-    return (images.float() - mean_t) / std_t
+    """uint8 (or float in [0, 255]) (B, 3, H, W) -> float32 normalised, on the images' device.
+
+    One conversion and two in-place passes: (x / 255 - mean) / std = x * scale + shift.
+    """
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    out = images.to(torch.float32, copy=True)
+    return out.mul_(1.0 / (255.0 * std_t)).add_(-mean_t / std_t)
 
 
 def sample_crop_boxes(heights: np.ndarray, widths: np.ndarray, rng: np.random.Generator,
@@ -62,9 +66,23 @@ def sample_crop_boxes(heights: np.ndarray, widths: np.ndarray, rng: np.random.Ge
     return np.stack([x0, y0, w_pick, h_pick], axis=1).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class CropParams:
+    """One batch's random crops (x0, y0, w, h in source pixels) and horizontal flips."""
+
+    boxes: np.ndarray
+    flip: np.ndarray
+
+
 @dataclass
 class BatchAugment:
-    """RandomResizedCrop + flip + normalise for a padded uint8 batch, in one resampling call."""
+    """RandomResizedCrop + flip + normalise for a batch of cached uint8 images.
+
+    Two executions of the same crops: :meth:`on_device` resamples the padded batch in one
+    ``grid_sample`` call (the GPU path: no per-image work on the host), and :meth:`on_host` resizes
+    each crop with torchvision's antialiased uint8 kernels (the CPU path, several times faster
+    there than ``grid_sample``) so that only S x S uint8 crops are handed over.
+    """
 
     size: int
     mean: Sequence[float]
@@ -74,15 +92,33 @@ class BatchAugment:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
 
-    def __call__(self, images: torch.Tensor, sizes: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """``images``: uint8 (B, 3, Hp, Wp), image b valid in [:sizes[b,0], :sizes[b,1]]."""
+    def sample(self, sizes: np.ndarray, rng: np.random.Generator) -> CropParams:
+        """Crop boxes and flips for images of ``sizes`` (B, 2) = (height, width)."""
+        heights, widths = sizes[:, 0].astype(np.float64), sizes[:, 1].astype(np.float64)
+        boxes = sample_crop_boxes(heights, widths, rng, self.scale, self.ratio)
+        return CropParams(boxes, rng.random(len(sizes)) < self.flip_p)
+
+    def on_host(self, images: Sequence[np.ndarray], params: CropParams) -> torch.Tensor:
+        """uint8 (B, 3, S, S) crops of HWC uint8 images (views into the cache are fine)."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
+        mode = InterpolationMode.BICUBIC if self.interpolation == "bicubic" else InterpolationMode.BILINEAR
+        out = torch.empty(len(images), 3, self.size, self.size, dtype=torch.uint8)
+        for slot, (image, (x0, y0, w, h), flip) in enumerate(zip(images, params.boxes, params.flip)):
+            chw = torch.from_numpy(np.array(image[int(y0):int(y0 + h), int(x0):int(x0 + w)])).permute(2, 0, 1)  # a copy
+            crop = TF.resize(chw, [self.size, self.size], interpolation=mode, antialias=True)
+            out[slot] = crop.flip(-1) if flip else crop
+        return out
+
+    def on_device(self, images: torch.Tensor, sizes: np.ndarray, params: CropParams) -> torch.Tensor:
+        """Normalised float (B, 3, S, S) from a padded uint8 batch (image b valid in [:h_b, :w_b])."""
         batch, _, pad_h, pad_w = images.shape
         heights, widths = sizes[:, 0].astype(np.float64), sizes[:, 1].astype(np.float64)
-        x0, y0, w, h = sample_crop_boxes(heights, widths, rng, self.scale, self.ratio).T
-        flip = rng.random(batch) < self.flip_p
+        x0, y0, w, h = params.boxes.T
         # Affine map from output coords in [-1, 1] to the padded input (align_corners=False).
         theta = np.zeros((batch, 2, 3))
-        theta[:, 0, 0] = np.where(flip, -w, w) / pad_w
+        theta[:, 0, 0] = np.where(params.flip, -w, w) / pad_w
         theta[:, 0, 2] = (2 * x0 + w) / pad_w - 1
         theta[:, 1, 1] = h / pad_h
         theta[:, 1, 2] = (2 * y0 + h) / pad_h - 1
@@ -90,10 +126,13 @@ class BatchAugment:
         theta_t = torch.as_tensor(theta, dtype=torch.float32, device=device)
         grid = F.affine_grid(theta_t, [batch, 3, self.size, self.size], align_corners=False)
         # Keep samples inside each image's own pixels, never in the padding.
-        high_x = torch.as_tensor((2 * widths - 1) / pad_w - 1, dtype=torch.float32, device=device).view(-1, 1, 1)
-        high_y = torch.as_tensor((2 * heights - 1) / pad_h - 1, dtype=torch.float32, device=device).view(-1, 1, 1)
-        low_x, low_y = 1 / pad_w - 1, 1 / pad_h - 1
-        grid = torch.stack([torch.maximum(torch.minimum(grid[..., 0], high_x), torch.tensor(low_x, device=device)),
-                            torch.maximum(torch.minimum(grid[..., 1], high_y), torch.tensor(low_y, device=device))], -1)
+        high = torch.as_tensor(np.stack([(2 * widths - 1) / pad_w - 1, (2 * heights - 1) / pad_h - 1], 1),
+                               dtype=torch.float32, device=device).view(batch, 1, 1, 2)
+        low = torch.tensor([1 / pad_w - 1, 1 / pad_h - 1], dtype=torch.float32, device=device)
+        grid = torch.minimum(torch.maximum(grid, low), high)
         out = F.grid_sample(images.float(), grid, mode=self.interpolation, padding_mode="border", align_corners=False)
         return normalise(out.clamp_(0, 255), self.mean, self.std)  # bicubic overshoots, as uint8 would clip
+
+    def __call__(self, images: torch.Tensor, sizes: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """Sample crops and apply them to a padded uint8 batch with the device path."""
+        return self.on_device(images, sizes, self.sample(sizes, rng))
