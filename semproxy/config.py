@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 
-from .typed_config import ConfigError, field_names, knob, parse_scalar, unknown_key, validate
+from .typed_config import ConfigError, field_names, knob, parse_scalar, read_yaml, unknown_key, validate
 
 __all__ = ["ConfigError", "ModelConfig", "LossConfig", "DataConfig", "OptimConfig", "EvalConfig", "Config",
            "knob", "validate"]
@@ -69,19 +69,6 @@ class LossConfig:
     pa_delta: float = knob(0.1, "Proxy-Anchor margin delta", low=0.0)
     pa_pos_norm: Literal["positive", "all"] = knob(
         "positive", "divide the pull term by the proxies with positives, or by all (paper code)")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader, except that a key given twice in one mapping is an error, not a silent override."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
 
 
 Dataset = Literal["cub200", "cars196", "sop", "inshop", "inat", "synthetic"]
@@ -227,18 +214,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
-        try:
-            mapping = yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader that refuses repeated keys
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: invalid YAML{at}: {getattr(error, 'problem', error)}") from None
-        return cls.from_mapping(mapping, where=str(path))
+        return cls.from_mapping(read_yaml(path, "config"), where=str(path))
 
     def dump(self, path: str | Path, header: str = "") -> Path:
         """Write YAML atomically (temporary file, then rename); ``header`` lines become comments."""

@@ -12,7 +12,7 @@ import typing
 from dataclasses import field
 from typing import Any, Literal, Union
 
-__all__ = ["ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce"]
+__all__ = ["ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce", "read_yaml"]
 
 
 class ConfigError(ValueError):
@@ -102,3 +102,38 @@ def parse_scalar(text: str) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """yaml.SafeLoader, except that a key given twice in one mapping is an error, not an override."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def read_yaml(path, what: str) -> Any:
+    """Parse a YAML file safely (no repeated keys); errors are one-line ConfigErrors naming the file."""
+    import yaml
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror or error})") from None
+    try:
+        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(error, 'problem', error)}") from None

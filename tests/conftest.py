@@ -12,7 +12,7 @@ NUM_CLASSES = 6
 
 
 def micro_config(**overrides) -> ModelConfig:
-    """The micro ViT (32 px, D=64, 4 blocks) with every depth fitted to its 4 blocks."""
+    """The micro ViT (32 px, D=64, 12 blocks) with small prompt counts and depths."""
     base = ModelConfig(
         backbone="vit_micro_patch8_32", pretrained=False, embedding_dim=32, num_prompts=3,
         prompt_depth=4, prompt_step=1, adapter_layers=2, adapter_dim=8, class_prompts=2,

@@ -28,7 +28,7 @@ def _assert_same_backbone(loaded, source):
 
 def test_builds_by_name_without_head():
     model = create_backbone(NAME)
-    assert model.num_classes == 0 and model.embed_dim == 64 and len(model.blocks) == 4
+    assert model.num_classes == 0 and model.embed_dim == 64 and len(model.blocks) == 12
 
 
 def test_unknown_name_is_a_clear_error():
@@ -102,7 +102,7 @@ def test_corrupt_and_unknown_files(tmp_path):
 
 
 def test_npz_with_extra_blocks_is_refused(tmp_path):
-    deeper = timm.create_model(NAME, num_classes=0, depth=5)
+    deeper = timm.create_model(NAME, num_classes=0, depth=13)
     path = tmp_path / "deeper.npz"
     save_jax_npz(deeper, path)
-    assert "5 blocks in the file, 4 in the model" in _one_line_error(lambda: create_backbone(NAME, weights=path))
+    assert "13 blocks in the file, 12 in the model" in _one_line_error(lambda: create_backbone(NAME, weights=path))

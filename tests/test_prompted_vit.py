@@ -59,10 +59,10 @@ def test_model_prompt_shapes_follow_counts():
 
 
 def test_depth_beyond_the_backbone_is_a_config_error():
-    with pytest.raises(ConfigError, match="'prompt_depth' is 12 but backbone 'vit_micro_patch8_32' has 4 blocks"):
-        _model(method="vpt", prompt_depth=12)
+    with pytest.raises(ConfigError, match="'prompt_depth' is 13 but backbone 'vit_micro_patch8_32' has 12 blocks"):
+        _model(method="vpt", prompt_depth=13)
     with pytest.raises(ConfigError, match="adapter_layers"):
-        _model(method="adapter", adapter_layers=5)
+        _model(method="adapter", adapter_layers=13)
 
 
 # ---- trainability -------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ class BackboneError(ValueError):
     """The backbone cannot be built or its weights do not fit (one-line message)."""
 
 
-# A micro ViT for tests and the CPU demo: 32 px, 4x4 patches of 8 px, width 64, 4 blocks. The
+# A micro ViT for tests and the CPU demo: ViT-S/16's 12 blocks (so every depth of the paper's search
+# spaces fits) at 32 px with 4x4 patches of 8 px and width 64. The
 # "synthetic" tag is pretrained on generated shapes and ships with the package (pretrain_micro.py).
 MICRO_SYNTHETIC_WEIGHTS = Path(__file__).parent / "weights" / "vit_micro_patch8_32.synthetic.safetensors"
 default_cfgs = generate_default_cfgs({
@@ -44,8 +45,8 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def vit_micro_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """ViT-Micro/8 at 32 px (D=64, 4 blocks, 2 heads): tests and the synthetic CPU demo."""
-    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2)
+    """ViT-Micro/8 at 32 px (D=64, 12 blocks, 2 heads): tests and the synthetic CPU demo."""
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=12, num_heads=2)
     return _create_vision_transformer("vit_micro_patch8_32", pretrained=pretrained, **dict(args, **kwargs))
 
 
