@@ -34,7 +34,8 @@ from typing import Any, Callable, Optional
 from ..config import Config, ConfigError
 from ..typed_config import coerce, read_yaml
 
-__all__ = ["ParamSpec", "SearchSpace", "load_space", "sample_params", "SEARCH_KEYS", "CACHE_FIELDS"]
+__all__ = ["ParamSpec", "SearchSpace", "load_space", "sample_params", "fit_batches_to_classes", "SEARCH_KEYS",
+           "CACHE_FIELDS"]
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "randint", "qrandint")
 SEARCH_KEYS = {"num_samples": int, "max_epochs": int, "grace_period": int, "reduction_factor": int,
@@ -105,6 +106,43 @@ class SearchSpace:
                 return None
             values[spec.name] = chosen[spec.name] = value
         return chosen
+
+
+def fit_batches_to_classes(space: SearchSpace, base: Config, num_classes: int) -> tuple[SearchSpace, list[str]]:
+    """Drop batch_size / samples_per_class values that cannot form a batch from ``num_classes`` classes.
+
+    A batch holds batch_size / samples_per_class distinct classes; a value that fits no combination
+    would only produce trials rejected at start-up. Returns the narrowed space and what was dropped.
+    Raises ConfigError when nothing fits.
+    """
+    by_name = {p.name: p for p in space.params}
+
+    def options(name: str) -> tuple:
+        spec = by_name.get(name)
+        if spec is None:
+            return (getattr(base.data, name),)
+        return spec.args if spec.kind == "choice" else (spec.args[0],) if spec.kind == "fixed" else ()
+
+    batches, per_class = options("batch_size"), options("samples_per_class")
+    if not batches or not per_class:  # a numeric range: leave it to the trials
+        return space, []
+    fits = [(b, k) for b in batches for k in per_class if b % k == 0 and b // k <= num_classes]
+    if not fits:
+        raise ConfigError(f"{space.path}: no batch_size / samples_per_class in the space makes a batch from the "
+                          f"{num_classes} training classes")
+    keep = {"batch_size": sorted({b for b, _ in fits}), "samples_per_class": sorted({k for _, k in fits})}
+    notes, params = [], []
+    for spec in space.params:
+        if spec.name in keep and spec.kind == "choice" and set(spec.args) != set(keep[spec.name]):
+            dropped = [v for v in spec.args if v not in keep[spec.name]]
+            notes.append(f"{spec.name}: dropped {dropped} (a batch needs at most {num_classes} classes)")
+            values = tuple(v for v in spec.args if v in keep[spec.name])
+            spec = ParamSpec(spec.name, "choice" if len(values) > 1 else "fixed", values, spec.when)
+        params.append(spec)
+    starts = tuple(p for p in space.starts
+                   if p.get("batch_size", batches[0]) in keep["batch_size"]
+                   and p.get("samples_per_class", per_class[0]) in keep["samples_per_class"])
+    return SearchSpace(space.path, tuple(params), space.search, starts), notes
 
 
 def sample_params(trial, specs: tuple[ParamSpec, ...], fixed: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""The function trainable of a search: one trial = one ``semproxy.train.fit`` run.
+
+The driver passes the base config (a plain mapping) and the prepared data (caches pickled by folder,
+so every trial on a node maps the same files) through ``tune.with_parameters``; Tune passes the
+sampled parameters, by config field name. After every epoch the trial reports its validation
+metrics with a checkpoint; a restarted or resumed trial continues from ``tune.get_checkpoint()``.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from semproxy.checkpoint import load_checkpoint
+from semproxy.config import Config
+from semproxy.data.prepared import PreparedData
+from semproxy.train import EpochResult, Trainer, fit
+
+__all__ = ["train_dml", "trial_device", "finite_metrics"]
+
+
+def trial_device() -> torch.device:
+    """The GPU Ray assigned to this trial (Ray sets CUDA_VISIBLE_DEVICES), else the CPU.
+
+    A trial that asked for no GPU still sees every GPU in Ray 2.60, so the assignment, not the
+    visibility, decides; a logical GPU on a machine without CUDA falls back to the CPU.
+    """
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+FIRST = ("val_map_at_r", "val_recall_at_1", "loss")  # the columns Tune's progress table shows first
+
+
+def finite_metrics(values: dict[str, float]) -> dict[str, float]:
+    """Tune needs finite numbers (a NaN is never cut by ASHA): NaN/inf metrics report as 0.
+
+    The objective and its companions come first, so Tune's progress table shows them.
+    """
+    ordered = {**{k: values[k] for k in FIRST if k in values}, **values}
+    return {k: (float(v) if math.isfinite(v) else 0.0) for k, v in ordered.items()}
+
+
+def train_dml(params: dict[str, Any], *, base: dict, data: PreparedData) -> None:
+    """Train one sampled configuration, reporting every epoch."""
+    config = Config.from_mapping(base).replace(params, where="trial config")
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume = load_checkpoint(folder)
+
+    def report(result: EpochResult, trainer: Trainer) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(folder)
+            tune.report(finite_metrics(result.flat()), checkpoint=tune.Checkpoint.from_directory(folder))
+
+    fit(config, data=data, callbacks=[report], resume_from=resume, device=trial_device(), progress=False)
