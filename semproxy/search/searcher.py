@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import optuna
@@ -21,7 +22,9 @@ __all__ = ["PruningAwareOptunaSearch", "AshaStateCallback", "make_sampler"]
 
 def make_sampler(seed: int) -> optuna.samplers.TPESampler:
     """TPE, seeded, multivariate and grouped (conditional parameters form their own groups)."""
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    with warnings.catch_warnings():  # multivariate and group are marked experimental, and are what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 class PruningAwareOptunaSearch(OptunaSearch):

@@ -1,0 +1,119 @@
+"""The search end to end with real Ray, Optuna, ASHA and TensorBoard files, on CPU."""
+from __future__ import annotations
+
+import glob
+import os
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from semproxy.final import main as final_main
+from semproxy.search.results import read_trials
+from tune import main as tune_main
+
+SPACE = """params:
+  method: vptsp_gru
+  lr: {loguniform: [0.0005, 0.02]}
+  lr_proxy: {choice: [0.01, 0.1, 0.5]}
+  proxy_bias_ratio: {quniform: [0.1, 0.9, 0.1]}
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    # A logical GPU on a CPU-only machine: fractional placement is testable without CUDA.
+    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "small.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def _common(tmp: Path, space: Path, name: str) -> list[str]:
+    return ["--space", str(space), "--dataset", "synthetic", "--data-root", str(tmp / "synthetic"),
+            "--storage", str(tmp / "runs"), "--name", name, "--seed", "1"]
+
+
+def _tb_tags(trial_dir: str) -> set[str]:
+    from tensorboard.backend.event_processing import event_file_loader
+
+    tags = set()
+    for events in glob.glob(os.path.join(trial_dir, "events.out.tfevents.*")):
+        for event in event_file_loader.EventFileLoader(events).Load():
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, capsys):
+    args = _common(tmp_path, space, "e2e") + ["--num-samples", "6", "--max-epochs", "4", "--grace-period", "1",
+                                              "--reduction-factor", "2", "--max-concurrent", "2"]
+    assert tune_main(args) == 0
+    out = capsys.readouterr().out
+    assert "tensorboard --logdir" in out and "best config (final training)" in out
+    run = tmp_path / "runs" / "e2e"
+    rows = read_trials(run)
+    assert len(rows) == 6 and all(r.status == "TERMINATED" for r in rows)
+    stopped = [r for r in rows if r.epochs < 4]
+    assert stopped, "ASHA stopped no trial"
+    # Optuna saw those as PRUNED, the others as COMPLETE
+    state = pickle.loads(Path(sorted(glob.glob(str(run / "searcher-state-*.pkl")))[-1]).read_bytes())
+    states = sorted(t.state.name for t in state["_ot_study"].trials)
+    assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == 6 - len(stopped)
+    # TensorBoard: validation MAP@R for every trial, hyperparameters for the hparams view
+    for row in rows:
+        tags = _tb_tags(row.path)
+        assert "ray/tune/val_map_at_r" in tags and "_hparams_/session_start_info" in tags
+    # the first trial is the base config's point (the published setting, where it lies in the space)
+    first = next(r for r in rows if Path(r.path).name.startswith(f"train_dml_{r.trial_id}_1_"))
+    assert first.params == {"lr": 0.003, "lr_proxy": 0.1, "proxy_bias_ratio": 0.5}  # experiments/synthetic.yaml
+    exported = tmp_path / "best.yaml"
+    assert tune_main(["export", str(run), "-o", str(exported)]) == 0
+    text = exported.read_text()
+    assert text.startswith("# Best trial") and "val_fraction: 0.0" in text and "test_eval: true" in text
+    assert final_main(["--config", str(exported), "--out", str(tmp_path / "final"), "--no-progress",
+                       "--set", "epochs=2"]) == 0
+    assert "MAP@R" in capsys.readouterr().out
+    # the same command again without --resume refuses instead of overwriting
+    assert tune_main(args) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_fractional_gpus_run_four_trials_at_once(ray_session, space, tmp_path, capsys):
+    args = _common(tmp_path, space, "gpu") + ["--num-samples", "4", "--max-epochs", "2", "--scheduler", "fifo",
+                                              "--gpus-per-trial", "0.25"]
+    assert tune_main(args) == 0
+    assert "4 at a time" in capsys.readouterr().out
+    spans = []
+    for row in read_trials(tmp_path / "runs" / "gpu"):
+        progress = pd.read_csv(Path(row.path) / "progress.csv")
+        spans.append((progress["timestamp"].iloc[0] - progress["time_this_iter_s"].iloc[0],
+                      progress["timestamp"].iloc[-1]))
+    assert len(spans) == 4
+    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four overlapped
+
+
+def test_gpu_request_beyond_the_cluster_is_refused(ray_session, space, tmp_path, capsys):
+    args = _common(tmp_path, space, "toomuch") + ["--gpus-per-trial", "2"]
+    assert tune_main(args) == 2
+    assert "--gpus-per-trial 2.0 but the Ray cluster has 1 GPUs" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_search_reruns_nothing(ray_session, space, tmp_path, capsys):
+    args = _common(tmp_path, space, "again") + ["--num-samples", "3", "--max-epochs", "2", "--grace-period", "1"]
+    assert tune_main(args) == 0
+    run = tmp_path / "runs" / "again"
+    before = {r.trial_id: len(pd.read_csv(Path(r.path) / "progress.csv")) for r in read_trials(run)}
+    assert tune_main(args + ["--resume"]) == 0
+    after = {r.trial_id: len(pd.read_csv(Path(r.path) / "progress.csv")) for r in read_trials(run)}
+    assert after == before

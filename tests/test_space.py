@@ -1,0 +1,131 @@
+"""Search spaces: shipped files, paper ranges, conditions, narrowing, and one-line errors without Ray."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+
+from semproxy.config import Config, ConfigError
+from semproxy.search import load_space, sample_params
+from semproxy.search.space import fit_batches_to_classes
+from tune import main as tune_main
+
+SPACES = Path(__file__).parent.parent / "search_spaces"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _sample(space, n, sampler):
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    out = []
+    for i in range(n):
+        trial = study.ask()
+        constants = space.define_by_run()(trial)
+        out.append({**space.fixed, **trial.params, **constants})
+        study.tell(trial, float(i % 7))
+    return out
+
+
+def test_every_shipped_space_loads():
+    names = sorted(p.name for p in SPACES.glob("*.yaml"))
+    assert names == ["adapter.yaml", "bitfit.yaml", "full.yaml", "linear.yaml", "peft_compare.yaml", "vpt.yaml",
+                     "vptsp.yaml"]
+    for name in names:
+        space = load_space(SPACES / name)
+        pickle.loads(pickle.dumps(space.define_by_run()))  # the searcher is pickled by Tune
+
+
+PAPER = {  # method.md section 5 (Table 9)
+    "optimizer": {"sgd", "adam", "adamw"}, "batch_size": {32, 64}, "samples_per_class": {1, 2},
+    "lr": {0.05, 0.01, 0.005, 0.001, 0.0005, 0.0001}, "lr_proxy": {0.5, 0.1, 0.05, 0.01, 0.005, 0.001},
+    "prompt_depth": set(range(1, 13)), "num_prompts": {1, 5, 10, 30, 50, 70, 90}, "prompt_step": {0, 2, 5, 10},
+    "class_prompt_depth": {2, 4, 6, 8, 10, 12}, "class_prompts": {1, 3, 5, 10, 40, 80},
+    "proxy_bias_ratio": {round(0.1 * i, 1) for i in range(1, 10)},
+}
+
+
+def test_vptsp_space_samples_only_the_papers_values():
+    space = load_space(SPACES / "vptsp.yaml")
+    samples = _sample(space, 200, optuna.samplers.RandomSampler(seed=0))
+    for sample in samples:
+        assert sample["method"] == "vptsp_gru"
+        for key, allowed in PAPER.items():
+            value = round(sample[key], 6) if isinstance(sample[key], float) else sample[key]
+            assert value in allowed, (key, sample[key])
+    assert {s["prompt_depth"] for s in samples} == PAPER["prompt_depth"]  # the whole range is reached
+
+
+def test_conditional_parameters_appear_only_under_their_condition():
+    space = load_space(SPACES / "peft_compare.yaml")
+    tpe = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=10)
+    samples = _sample(space, 60, tpe)
+    assert {s["method"] for s in samples} >= {"adapter", "vpt", "vptsp_gru"}
+    for s in samples:
+        assert ("adapter_dim" in s) == (s["method"] == "adapter")
+        assert ("num_prompts" in s) == (s["method"] in ("vpt", "vptsp_ema", "vptsp_gru"))
+        assert ("class_prompts" in s) == s["method"].startswith("vptsp")
+        assert ("ema_keep" in s) == (s["method"] == "vptsp_ema")
+        assert ("bitfit" in s) == (s["method"] in ("adapter", "vpt", "vptsp_ema", "vptsp_gru"))
+        Config().replace(s)  # every sample is a valid config
+
+
+def test_distributions_and_fixed_conditionals(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("params:\n  method: {choice: [vpt, adapter]}\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
+                    "  weight_decay: {uniform: [0, 0.1]}\n  adapter_dim: {qrandint: [8, 64, 8]}\n"
+                    "  num_prompts: {randint: [1, 3], when: {method: vpt}}\n"
+                    "  adapter_norm: {choice: [post], when: {method: adapter}}\n"
+                    "  adapter_scale: {quniform: [0.1, 0.5, 0.1]}\n"
+                    "starts:\n  - {method: vpt, lr: 0.001, weight_decay: 0.0, adapter_dim: 16, num_prompts: 2,"
+                    " adapter_scale: 0.2}\n")
+    space = load_space(path)
+    assert space.starts == ({"method": "vpt", "lr": 0.001, "weight_decay": 0.0, "adapter_dim": 16,
+                             "num_prompts": 2, "adapter_scale": 0.2},)
+    for s in _sample(space, 40, optuna.samplers.RandomSampler(seed=1)):
+        assert 1e-4 <= s["lr"] <= 1e-2 and 0 <= s["weight_decay"] <= 0.1 and s["adapter_dim"] % 8 == 0
+        assert (s["method"] == "vpt") == ("num_prompts" in s) and s.get("num_prompts", 1) in (1, 2, 3)
+        assert s.get("adapter_norm", "post") == "post" and ("adapter_norm" in s) == (s["method"] == "adapter")
+
+
+def test_batches_narrowed_to_the_training_classes():
+    space = load_space(SPACES / "vptsp.yaml")
+    narrowed, notes = fit_batches_to_classes(space, Config(), num_classes=16)
+    assert narrowed.fixed["batch_size"] == 32 and narrowed.fixed["samples_per_class"] == 2
+    assert len(notes) == 2
+    unchanged, notes = fit_batches_to_classes(space, Config(), num_classes=80)
+    assert notes == [] and unchanged == space
+    with pytest.raises(ConfigError, match="no batch_size / samples_per_class"):
+        fit_batches_to_classes(space, Config(), num_classes=8)
+
+
+BAD = [
+    ("params:\n  num_promts: 3\n", "unknown key 'num_promts' (did you mean 'num_prompts'?)"),
+    ("params:\n  optimizer: {choice: []}\n", "key 'optimizer': 'choice' needs a non-empty list"),
+    ("params:\n  lr: {uniform: [0.1, 0.01]}\n", "key 'lr': low 0.1 > high 0.01"),
+    ("params:\n  lr: {loguniform: [0, 0.1]}\n", "key 'lr': loguniform needs positive bounds"),
+    ("params:\n  method: lora\n", "key 'method': 'lora' is not a valid value"),
+    ("params:\n  method: [vpt\n", "invalid YAML at line 3"),
+    ("params:\n  lr: {normal: [0, 1]}\n", "key 'lr': expected one of choice"),
+    ("params:\n  prompt_depth: {randint: [1, 12.5]}\n", "key 'prompt_depth': 'randint' needs integer bounds"),
+    ("params:\n  num_prompts: {randint: [1, 3], when: {method: vpt}}\n  method: vpt\n",
+     "key 'num_prompts': 'when' refers to 'method', which is not a parameter above it"),
+    ("params:\n  backbone: {choice: [vit_micro_patch8_32, vit_small_patch16_224]}\n",
+     "key 'backbone' cannot be searched"),
+    ("params:\n  proxy_bias_ratio: {uniform: [0.1, 1.5]}\n", "key 'proxy_bias_ratio': 1.5 is outside"),
+    ("param:\n  lr: 0.1\n", "expected a mapping with a non-empty 'params:' mapping"),
+    ("params:\n  lr: 0.1\nsearch:\n  num_sample: 3\n", "unknown key 'search.num_sample'"),
+    ("params:\n  lr: {choice: [0.1, 0.01]}\nstarts:\n  - {lr: 0.5}\n", "starts[1] {'lr': 0.5} does not lie in the space"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD)
+def test_malformed_space_is_one_line_exit_2_and_no_ray(tmp_path, capsys, text, message):
+    import ray
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert tune_main(["--space", str(path), "--dataset", "synthetic", "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: ") and message in err and "\n" not in err
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
