@@ -48,12 +48,12 @@ def default_cache_dir() -> Path:
 
 
 @dataclass
-class TrainImageCache:
-    """Variable-size uint8 HWC images in a flat buffer; ``labels`` and ``paths`` of the kept images."""
+class _MappedImages:
+    """What both caches share: the kept images' labels and paths, and the folder their pixels live in.
 
-    pixels: np.ndarray      # flat uint8, memory-mapped
-    offsets: np.ndarray     # (N,) start of each image in ``pixels``
-    shapes: np.ndarray      # (N, 2) height, width
+    Pickles by folder: a trial on the same node maps the same files instead of copying pixels.
+    """
+
     labels: np.ndarray
     paths: tuple[str, ...]
     folder: Path
@@ -62,8 +62,16 @@ class TrainImageCache:
         return len(self.labels)
 
     def __reduce__(self):
-        """Pickle by folder: a trial on the same node maps the same files instead of copying pixels."""
-        return _open_train, (self.folder, self.labels, self.paths)
+        return _OPENERS[type(self)], (self.folder, self.labels, self.paths)
+
+
+@dataclass
+class TrainImageCache(_MappedImages):
+    """Variable-size uint8 HWC images in one flat memory-mapped buffer."""
+
+    pixels: np.ndarray = None     # flat uint8
+    offsets: np.ndarray = None    # (N,) start of each image in ``pixels``
+    shapes: np.ndarray = None     # (N, 2) height, width
 
     def image(self, index: int) -> np.ndarray:
         h, w = self.shapes[index]
@@ -81,25 +89,16 @@ class TrainImageCache:
 
 
 @dataclass
-class EvalImageCache:
-    """Fixed-size uint8 (N, S, S, 3) crops, memory-mapped; ``labels`` and ``paths`` of the kept images."""
+class EvalImageCache(_MappedImages):
+    """Fixed-size uint8 (N, S, S, 3) crops, memory-mapped."""
 
-    pixels: np.ndarray
-    labels: np.ndarray
-    paths: tuple[str, ...]
-    folder: Path
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __reduce__(self):
-        return _open_eval, (self.folder, self.labels, self.paths)
+    pixels: np.ndarray = None
 
 
 def _open_train(folder: Path, labels: np.ndarray, paths: tuple[str, ...]) -> TrainImageCache:
     index = np.load(folder / "index.npz")
-    return TrainImageCache(np.load(folder / "pixels.npy", mmap_mode="r"), index["offsets"], index["shapes"],
-                           labels, paths, folder)
+    return TrainImageCache(labels, paths, folder, pixels=np.load(folder / "pixels.npy", mmap_mode="r"),
+                           offsets=index["offsets"], shapes=index["shapes"])
 
 
 def _open_eval(folder: Path, labels: np.ndarray, paths: tuple[str, ...]) -> EvalImageCache:
@@ -107,7 +106,10 @@ def _open_eval(folder: Path, labels: np.ndarray, paths: tuple[str, ...]) -> Eval
     kept = np.load(folder / "index.npz")["kept"]
     if len(kept) < len(pixels):
         pixels = pixels[kept]  # a private copy of the good rows; rare (only with skipped images)
-    return EvalImageCache(pixels, labels, paths, folder)
+    return EvalImageCache(labels, paths, folder, pixels=pixels)
+
+
+_OPENERS = {TrainImageCache: _open_train, EvalImageCache: _open_eval}
 
 
 def _cache_key(images: ImageList, **settings) -> str:
