@@ -121,6 +121,11 @@ def export_best(run_dir: Path, out: Path, *, final: bool = True) -> tuple[Path, 
         f"validation MAP@R {row.best_map_at_r:.4f} at epoch {row.best_epoch} (R@1 {row.recall_at_1:.4f})",
         f"space: {meta['space']}",
         f"command: {meta['command']}",
+        f"backbone: {meta['backbone']['name']} (weights sha256 {meta['backbone']['sha256'][:16]}...)",
+        f"data: {meta['data']['dataset']} {json.dumps(meta['data']['counts'])}, files sha256 "
+        f"{meta['data']['files_sha256'][:16]}...",
+        f"code: git {meta.get('git_commit') or 'unknown'}; "
+        + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
         f"exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
         + ("; validation split off and test evaluation on for final training" if final else ""),
         f"train it: python -m semproxy.train --config {out}",

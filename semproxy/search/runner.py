@@ -6,6 +6,7 @@ Ray starts, so bad input costs a one-line error and exit code 2, not a cluster s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config, ConfigError
+from ..provenance import git_commit, package_versions
 from .space import SearchSpace, load_space
 
 __all__ = ["SearchPlan", "plan_search", "run_search", "default_base_config", "EXPERIMENTS"]
@@ -118,7 +120,7 @@ def run_search(args: argparse.Namespace) -> int:
 
     try:  # before Ray: a bad data root fails fast, and the cache is built once for all trials
         data = prepare_data(plan.base)
-        _check_model(plan.base)
+        backbone_sha256 = _check_model(plan.base)
         _fit_to_data(plan, len(set(data.train.labels.tolist())))
     except (DatasetError, BackboneError, ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -165,9 +167,13 @@ def run_search(args: argparse.Namespace) -> int:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         (plan.run_dir / SEARCH_FILE).write_text(json.dumps({
-            "command": " ".join(shlex.quote(a) for a in sys.argv), "space": str(plan.space.path),
-            "base": plan.base.to_mapping(), "settings": settings, "starts": plan.starts,
-            "data": data.fingerprint}, indent=2, default=str) + "\n")
+            "command": " ".join(shlex.quote(a) for a in sys.argv), "cwd": str(Path.cwd()),
+            "space": str(plan.space.path), "space_text": plan.space.path.read_text(),
+            "space_resolved": [dataclasses.asdict(p) for p in plan.space.params],
+            "base": plan.base.to_mapping(), "settings": settings, "starts": plan.starts, "seed": args.seed,
+            "backbone": {"name": plan.base.model.backbone, "sha256": backbone_sha256},
+            "data": data.fingerprint, "versions": package_versions(), "git_commit": git_commit(),
+        }, indent=2, default=str) + "\n")
     print(f"search {plan.name}: {settings['num_samples']} trials x up to {settings['max_epochs']} epochs, "
           f"{concurrent} at a time, {settings['scheduler']} on {METRIC}")
     print(f"TensorBoard: tensorboard --logdir {plan.run_dir}")
@@ -212,8 +218,10 @@ def _fit_to_data(plan: SearchPlan, num_classes: int) -> None:
         plan.starts = [p for p in (space.point_in_space({**plan.base.flat(), **s}) for s in plan.starts) if p]
 
 
-def _check_model(config: Config) -> None:
-    """Build the base model once on the CPU: unknown backbones and impossible depths fail here."""
+def _check_model(config: Config) -> str:
+    """Build the base model once on the CPU (unknown backbones and impossible depths fail here);
+    returns the hash of its backbone weights, for the run's record."""
+    from ..checkpoint import backbone_hash
     from ..models import build_model
 
-    build_model(config.model, num_classes=2)
+    return backbone_hash(build_model(config.model, num_classes=2))

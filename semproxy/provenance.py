@@ -1,0 +1,35 @@
+"""What a run was made from: package versions and the project's git commit (for run records and exports)."""
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["package_versions", "git_commit"]
+
+PACKAGES = ("semproxy", "torch", "torchvision", "timm", "ray", "optuna", "faiss-cpu", "faiss-gpu-cu12", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Python and the installed versions of the packages a result depends on."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
+    """The commit of the checkout holding ``path`` (with '+dirty' for uncommitted changes), or None."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
