@@ -117,3 +117,19 @@ def test_resuming_a_finished_search_reruns_nothing(ray_session, space, tmp_path,
     assert tune_main(args + ["--resume"]) == 0
     after = {r.trial_id: len(pd.read_csv(Path(r.path) / "progress.csv")) for r in read_trials(run)}
     assert after == before
+
+
+def test_a_broken_trial_does_not_take_the_search_down(ray_session, tmp_path, capsys):
+    space = tmp_path / "broken.yaml"
+    space.write_text("params:\n  method: adapter\n  bitfit: false\n  adapter_layers: {choice: [2, 13]}\n"
+                     "  lr: {choice: [0.001, 0.003]}\n"
+                     "starts:\n  - {adapter_layers: 13, lr: 0.001}\n  - {adapter_layers: 2, lr: 0.003}\n")
+    args = _common(tmp_path, space, "broken") + ["--num-samples", "3", "--max-epochs", "2", "--scheduler", "fifo"]
+    assert tune_main(args) == 0
+    out = capsys.readouterr().out
+    rows = read_trials(tmp_path / "runs" / "broken")
+    errored = [r for r in rows if r.status == "ERROR"]
+    assert len(errored) >= 1 and all(r.params["adapter_layers"] == 13 for r in errored)
+    assert "'adapter_layers' is 13 but backbone 'vit_micro_patch8_32.synthetic' has 12 blocks" in errored[0].error
+    assert any(r.status == "TERMINATED" and r.epochs == 2 for r in rows)
+    assert "errors:" in out and errored[0].trial_id in out.split("errors:")[1]
