@@ -4,6 +4,7 @@
     python tune.py --space search_spaces/vptsp.yaml --dataset cub200 --data-root ~/data/cub200
     python tune.py --space search_spaces/vptsp.yaml --smoke          # synthetic data, micro ViT, CPU
     python tune.py export runs/vptsp-cub200 -o experiments/cub200_best.yaml
+    python tune.py report runs/vptsp-cub200                            # HTML report (+ PNGs)
     python -m semproxy.train --config experiments/cub200_best.yaml    # final training, test metrics
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 def search_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python tune.py", description=__doc__.splitlines()[0],
-                                epilog="Subcommand: python tune.py export RUN_DIR -o FILE")
+                                epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR")
     p.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
     p.add_argument("--dataset", choices=["cub200", "cars196", "sop", "inshop", "inat", "synthetic"],
                    help="benchmark (default with --smoke: synthetic)")
@@ -62,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(f"wrote {path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f}")
+        return 0
+    if argv[:1] == ["report"]:
+        parser = argparse.ArgumentParser(prog="python tune.py report", description="Write a run's HTML report.")
+        parser.add_argument("run_dir", help="the search's run directory (runs/<name>)")
+        parser.add_argument("-o", "--output", help="folder for report.html and its PNGs (default RUN_DIR/report)")
+        args = parser.parse_args(argv[1:])
+        from semproxy.config import ConfigError
+        from semproxy.search.report import write_report
+
+        try:
+            print(f"wrote {write_report(args.run_dir, args.output)}")
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         return 0
     from semproxy.search.runner import run_search
 

@@ -74,7 +74,7 @@ def read_trials(run_dir: Path) -> list[TrialRow]:
         checkpoint = analysis.get_best_checkpoint(trial, METRIC, "max") if has_metric else None
         rows.append(TrialRow(trial.trial_id, str(trial.status), dict(trial.config), epochs, best_value, best_epoch,
                              recall, checkpoint.path if checkpoint is not None else None,
-                             _error_line(Path(trial.local_path or trial.path)), str(trial.path)))
+                             _error_line(Path(trial.path)), str(trial.path)))
     rows.sort(key=lambda r: (math.isnan(r.best_map_at_r), -(r.best_map_at_r if not math.isnan(r.best_map_at_r) else 0)))
     return rows
 

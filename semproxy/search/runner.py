@@ -202,6 +202,9 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"best params: {json.dumps(best.params, default=str)}")
     print(f"best checkpoint: {best.checkpoint}")
     print(f"best config (final training): {exported}\n  python -m semproxy.train --config {exported}")
+    from .report import write_report
+
+    print(f"report: {write_report(plan.run_dir)}")
     return 0
 
 
