@@ -58,6 +58,7 @@ def train_dml(params: dict[str, Any], *, base: dict, data: PreparedData) -> None
     def report(result: EpochResult, trainer: Trainer) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(folder)
-            tune.report(finite_metrics(result.flat()), checkpoint=tune.Checkpoint.from_directory(folder))
+            metrics = {**finite_metrics(result.flat()), "node_id": ray.get_runtime_context().get_node_id()}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(config, data=data, callbacks=[report], resume_from=resume, device=trial_device(), progress=False)

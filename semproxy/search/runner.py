@@ -145,6 +145,16 @@ def run_search(args: argparse.Namespace) -> int:
     if args.cpus_per_trial > cpus:
         print(f"error: --cpus-per-trial {args.cpus_per_trial} but the Ray cluster has {cpus:g} CPUs", file=sys.stderr)
         return 2
+    from .cluster import cluster_hosts, unshared_paths
+
+    shared = {"--storage": str(plan.storage), "data root": str(plan.base.data.data_root),
+              "image cache": str(data.train.folder.parent)}
+    problems = unshared_paths(shared, ray.nodes())
+    if problems:
+        print(f"error: the Ray cluster spans {len(cluster_hosts(ray.nodes()))} hosts but these paths are local to "
+              f"this one: {'; '.join(problems)}; put them on a filesystem every node mounts (or --storage on a "
+              f"cloud URI such as s3://...)", file=sys.stderr)
+        return 2
     fits = math.floor(gpus / args.gpus_per_trial + 1e-9) if args.gpus_per_trial else math.floor(cpus / args.cpus_per_trial)
     concurrent = max(1, min(fits, args.max_concurrent or fits))
 
