@@ -64,17 +64,18 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
 
 
-def test_report_study_counts_pruned_trials_at_their_best():
-    import optuna
+def test_report_study_and_rungs_cover_every_trial_that_reported():
+    import math
 
-    from semproxy.search.report import report_study
+    from semproxy.search.report import asha_rungs, report_study
+    from semproxy.search.results import TrialRow
 
-    study = optuna.create_study(direction="maximize")
-    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
-    for lr, curve, state in ((1e-3, [0.2, 0.5, 0.6], "COMPLETE"), (1e-2, [0.4, 0.3], "PRUNED"), (3e-2, [], "FAIL")):
-        trial = optuna.trial.create_trial(
-            params={"lr": lr}, distributions=dist, state=getattr(optuna.trial.TrialState, state),
-            value=curve[-1] if state == "COMPLETE" else None, intermediate_values=dict(enumerate(curve, 1)))
-        study.add_trial(trial)
-    copy = report_study(study)
-    assert sorted((t.params["lr"], t.value) for t in copy.trials) == [(1e-3, 0.6), (1e-2, 0.4)]
+    curves = {"a": {1: 0.2, 2: 0.5, 4: 0.6}, "b": {1: 0.4}, "c": {1: 0.1, 2: 0.3}}
+    rows = [TrialRow(t, "TERMINATED", {"lr": lr, "method": "vpt"}, max(c), max(c.values()), 1, math.nan, None,
+                     None, "") for (t, c), lr in zip(curves.items(), (1e-3, 1e-2, 3e-2))]
+    specs = [{"name": "lr", "kind": "loguniform", "args": [1e-4, 1e-1]}, {"name": "method", "kind": "fixed",
+                                                                          "args": ["vpt"]}]
+    study = report_study(rows, curves, specs)
+    assert sorted((t.params["lr"], t.value) for t in study.trials) == [(1e-3, 0.6), (1e-2, 0.4), (3e-2, 0.3)]
+    rungs = asha_rungs(curves, {"grace_period": 1, "reduction_factor": 2, "max_epochs": 4})
+    assert rungs == {1: {"a": 0.2, "b": 0.4, "c": 0.1}, 2: {"a": 0.5, "c": 0.3}, 4: {"a": 0.6}}

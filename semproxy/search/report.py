@@ -8,60 +8,68 @@ URIs, so the page opens anywhere with nothing beside it.
 from __future__ import annotations
 
 import base64
-import glob
 import html
 import io
 import json
 import math
-import os
-import pickle
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
 from .results import METRIC, read_search_file, read_trials
 
-__all__ = ["write_report", "load_study"]
+__all__ = ["write_report", "report_study", "read_curves", "asha_rungs"]
 
 
-def load_study(run_dir: Path):
-    """The Optuna study of a run, from the searcher state Tune saved (the newest one)."""
-    states = glob.glob(str(Path(run_dir) / "searcher-state-*.pkl"))
-    if not states:
-        return None
-    with open(max(states, key=os.path.getmtime), "rb") as handle:
-        return pickle.load(handle).get("_ot_study")  # our own run's file, as Tune itself loads it on resume
+def _distribution(spec: dict):
+    import optuna.distributions as d
+
+    kind, args = spec["kind"], spec["args"]
+    if kind in ("fixed", "choice"):
+        return d.CategoricalDistribution(list(args))
+    if kind in ("uniform", "loguniform", "quniform"):
+        return d.FloatDistribution(args[0], args[1], log=kind == "loguniform",
+                                   step=args[2] if kind == "quniform" else None)
+    return d.IntDistribution(args[0], args[1], step=args[2] if len(args) == 3 else 1)
 
 
-def report_study(study):
-    """A copy of the study where every trial that reported counts, with its best reported MAP@R.
+def _trial_number(row) -> int:
+    """Tune's creation index from a trial folder name (``<trainable>_<id>_<N>_<params>...``)."""
+    parts = Path(row.path).name.split(f"_{row.trial_id}_", 1)
+    head = parts[1].split("_", 1)[0] if len(parts) == 2 else ""
+    return int(head) if head.isdigit() else 1 << 30
 
-    Optuna's views use COMPLETE trials only; after ASHA most trials are PRUNED, and leaving them out
-    would hide most of the search. Each trial's value here is the best of its intermediate values.
+
+def report_study(rows, curves: dict[str, dict[int, float]], specs: list[dict]):
+    """An Optuna study of every trial that reported, valued at its best validation MAP@R.
+
+    Built from Tune's own records (params and progress.csv), so trials ASHA stopped early count
+    too: Optuna's views use COMPLETE trials only, and after ASHA most trials were stopped.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    copy = optuna.create_study(direction="maximize")
-    for trial in study.trials:
-        values = [v for v in trial.intermediate_values.values() if v is not None and math.isfinite(v)]
-        if trial.state == optuna.trial.TrialState.COMPLETE and trial.value is not None:
-            values.append(trial.value)
-        if values and trial.params:
-            copy.add_trial(optuna.trial.create_trial(
-                params=trial.params, distributions=trial.distributions, value=max(values),
-                intermediate_values=trial.intermediate_values))
-    return copy
+    distributions = {spec["name"]: _distribution(spec) for spec in specs}
+    study = optuna.create_study(direction="maximize")
+    for row in sorted(rows, key=_trial_number):  # in the order the trials were created: a history
+        curve = curves.get(row.trial_id)
+        if math.isnan(row.best_map_at_r) or not curve:
+            continue
+        params = {k: v for k, v in row.params.items() if k in distributions}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: distributions[k] for k in params}, value=row.best_map_at_r,
+            intermediate_values=curve))
+    return study
 
 
-def _asha_rungs(run_dir: Path) -> dict[int, dict[str, float]]:
-    states = glob.glob(str(Path(run_dir) / "callback-states-*.pkl"))
-    if not states:
-        return {}
-    with open(max(states, key=os.path.getmtime), "rb") as handle:
-        state = pickle.load(handle)
-    asha = next((s for s in state.values() if isinstance(s, dict) and "rungs" in s), None)
-    return {int(m): dict(r) for m, r in asha["rungs"][0]} if asha else {}
+def asha_rungs(curves: dict[str, dict[int, float]], settings: dict) -> dict[int, dict[str, float]]:
+    """ASHA's rungs as the search saw them: at each milestone, the metric of every trial that reached it.
+
+    Milestones are grace_period * reduction_factor^k below max_t, as in Ray's ASHA (one bracket).
+    """
+    grace, factor, max_t = settings["grace_period"], settings["reduction_factor"], settings["max_epochs"]
+    milestones = [grace * factor ** k for k in range(int(math.log(max_t / grace) / math.log(factor)) + 1)]
+    return {m: {trial: curve[m] for trial, curve in curves.items() if m in curve} for m in milestones}
 
 
 def _png(figure) -> bytes:
@@ -86,25 +94,32 @@ def _optuna_plot(plot: Callable, study, **kwargs) -> Optional[bytes]:
     return _png(figure)
 
 
-def _curves(rows, rungs: dict[int, dict[str, float]], reduction_factor: int) -> Optional[bytes]:
+def read_curves(rows) -> dict[str, dict[int, float]]:
+    """Validation MAP@R per epoch of every trial that reported, from Tune's progress.csv files."""
+    import pandas as pd
+
+    curves = {}
+    for row in rows:
+        progress = Path(row.path) / "progress.csv"
+        if progress.is_file() and progress.stat().st_size:
+            frame = pd.read_csv(progress)
+            if METRIC in frame:
+                curves[row.trial_id] = {int(i): float(v) for i, v in zip(frame["training_iteration"], frame[METRIC])
+                                        if math.isfinite(v)}
+    return curves
+
+
+def _plot_curves(curves: dict[str, dict[int, float]], rungs: dict[int, dict[str, float]],
+                 reduction_factor: int) -> Optional[bytes]:
     """Validation MAP@R per epoch for every trial, with ASHA's rung cut-offs."""
     import matplotlib.pyplot as plt
     import numpy as np
-    import pandas as pd
 
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    drawn = 0
-    for row in rows:
-        progress = Path(row.path) / "progress.csv"
-        if not progress.is_file() or not progress.stat().st_size:
-            continue
-        frame = pd.read_csv(progress)
-        if METRIC in frame:
-            axis.plot(frame["training_iteration"], frame[METRIC], marker="o", ms=3, lw=1, label=row.trial_id)
-            drawn += 1
-    if not drawn:
-        plt.close(figure)
+    if not curves:
         return None
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for trial, curve in curves.items():
+        axis.plot(list(curve), list(curve.values()), marker="o", ms=3, lw=1, label=trial)
     for milestone, recorded in sorted(rungs.items()):
         if recorded:  # ASHA's cut-off at this rung: trials below it were stopped there
             cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / reduction_factor) * 100))
@@ -115,7 +130,7 @@ def _curves(rows, rungs: dict[int, dict[str, float]], reduction_factor: int) -> 
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation MAP@R")
     axis.set_title("Learning curves; dotted lines: ASHA rungs, bars: their cut-offs")
-    if drawn <= 12:
+    if len(curves) <= 12:
         axis.legend(fontsize=7, ncol=2)
     return _png(figure)
 
@@ -156,16 +171,16 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     rows = read_trials(run_dir)
-    study = load_study(run_dir)
-    study = report_study(study) if study is not None else None
+    curves = read_curves(rows)
+    study = report_study(rows, curves, meta.get("space_resolved", []))
+    settings = meta["settings"]
+    rungs = asha_rungs(curves, settings) if settings.get("scheduler", "asha") == "asha" else {}
     figures: list[tuple[str, str, Optional[bytes]]] = [
-        ("curves", "Learning curves and ASHA rungs",
-         _curves(rows, _asha_rungs(run_dir), int(meta["settings"].get("reduction_factor", 2))))]
-    if study is not None:
+        ("curves", "Learning curves and ASHA rungs", _plot_curves(curves, rungs, settings["reduction_factor"]))]
+    if study.trials:
         figures += [
             ("history", "Optimisation history (every trial, at its best reported MAP@R)",
              _optuna_plot(ovm.plot_optimization_history, study)),
-            ("intermediate", "Intermediate values reported to Optuna", _optuna_plot(ovm.plot_intermediate_values, study)),
             ("importances", "Hyperparameter importances", _optuna_plot(ovm.plot_param_importances, study)),
             ("parallel", "Parallel coordinates", _optuna_plot(ovm.plot_parallel_coordinate, study)),
             ("slice", "Slice view", _optuna_plot(ovm.plot_slice, study)),

@@ -39,7 +39,13 @@ class PruningAwareOptunaSearch(OptunaSearch):
                          and result.get("training_iteration", self._max_t) < self._max_t)
         if not stopped_early or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        trial = self._ot_trials[trial_id]
+        step = result["training_iteration"]
+        if self.metric in result and step not in trial.intermediate_values:
+            # Tune skips on_trial_result for the result that made ASHA stop the trial; without it
+            # Optuna would know nothing of where the trial stood.
+            trial.report(result[self.metric], step)
+        self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
         return None
 
