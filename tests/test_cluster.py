@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -38,20 +41,50 @@ def test_local_paths_are_refused_only_on_multi_host_clusters(monkeypatch, tmp_pa
     assert problems == ["--storage /home/me/runs (ext4 filesystem)"]
 
 
+def _descendants_of_processes_mentioning(*texts: str) -> set[int]:
+    """PIDs whose command line mentions all of ``texts``, and all their descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if all(text in command for text in texts):
+                roots.add(int(entry.name))
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, grew = set(roots), True
+    while grew:
+        new = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= new
+        grew = bool(new)
+    return found
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path):
+    """A head and a worker node on loopback, in their own temp dir so that only they are stopped after."""
     ray_cli = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    port = 46379
-    common = ["--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats"]
-    subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                    "--include-dashboard", "false", *common], env=env, check=True, capture_output=True, timeout=120)
+    port, temp_dir = 46379, tempfile.mkdtemp(prefix="semproxy-ray-")
+    common = ["--num-cpus", "1", "--num-gpus", "0", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
     try:
-        subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1",
-                        *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
+                        "--temp-dir", temp_dir, *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}", *common], env=env, check=True,
+                       capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}", env
-    finally:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    finally:  # not `ray stop`: that would stop every Ray cluster on this machine
+        ours = _descendants_of_processes_mentioning(temp_dir)
+        ours |= _descendants_of_processes_mentioning("ray.util.client.server", f":{port} ")  # outlives `ray start`
+        for pid in ours:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_trials_run_on_both_nodes_of_a_loopback_cluster(two_node_cluster, tmp_path):
