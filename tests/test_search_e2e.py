@@ -133,3 +133,55 @@ def test_a_broken_trial_does_not_take_the_search_down(ray_session, tmp_path, cap
     assert "'adapter_layers' is 13 but backbone 'vit_micro_patch8_32.synthetic' has 12 blocks" in errored[0].error
     assert any(r.status == "TERMINATED" and r.epochs == 2 for r in rows)
     assert "errors:" in out and errored[0].trial_id in out.split("errors:")[1]
+
+
+def _crash_once_at_epoch_two(params, *, base, data, marker):
+    """train_dml whose first attempt dies right after reporting epoch 2 (a stand-in for a lost worker)."""
+    import trainables.dml as dml
+
+    original = dml.fit
+
+    def fit_with_crash(*args, callbacks=(), **kwargs):
+        def crash(result, trainer):
+            if result.epoch == 2 and not os.path.exists(marker):
+                Path(marker).touch()
+                raise RuntimeError("injected crash after epoch 2")
+        return original(*args, callbacks=[*callbacks, crash], **kwargs)
+
+    dml.fit = fit_with_crash
+    try:
+        dml.train_dml(params, base=base, data=data)
+    finally:
+        dml.fit = original
+
+
+def test_a_crashed_trial_restarts_from_its_checkpoint_and_ends_as_if_uninterrupted(ray_session, tmp_path):
+    import sys
+
+    import ray.cloudpickle
+    from ray import tune
+
+    from semproxy.config import Config
+    from semproxy.data.prepared import prepare_data
+    from trainables import train_dml
+
+    base = Config.load(Path(__file__).parent.parent / "experiments" / "synthetic.yaml").replace(
+        {"data_root": str(tmp_path / "data"), "epochs": 4, "eval_every": 1})
+    data = prepare_data(base)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+
+    def run(trainable, name, **extra):
+        tuner = tune.Tuner(
+            tune.with_parameters(trainable, base=base.to_mapping(), data=data, **extra),
+            param_space={"lr": 0.004},
+            run_config=tune.RunConfig(name=name, storage_path=str(tmp_path / "runs"),
+                                      failure_config=tune.FailureConfig(max_failures=1)))
+        return tuner.fit()[0]
+
+    crashed = run(_crash_once_at_epoch_two, "flaky", marker=str(tmp_path / "crashed"))
+    straight = run(train_dml, "straight")
+    assert (tmp_path / "crashed").exists() and crashed.error is None
+    iterations = crashed.metrics_dataframe["training_iteration"].tolist()
+    assert iterations == [1, 2, 3, 4]  # epochs 3 and 4 ran once, after a restart from epoch 2's checkpoint
+    for key in ("val_map_at_r", "val_recall_at_1", "loss"):
+        assert crashed.metrics[key] == straight.metrics[key], key  # bit-identical resume on CPU
