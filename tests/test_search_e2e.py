@@ -70,6 +70,9 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     state = pickle.loads(Path(sorted(glob.glob(str(run / "searcher-state-*.pkl")))[-1]).read_bytes())
     states = sorted(t.state.name for t in state["_ot_study"].trials)
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == 6 - len(stopped)
+    pruned = [t for t in state["_ot_study"].trials if t.state.name == "PRUNED"]
+    # each knows the epoch it was stopped at
+    assert sorted(max(t.intermediate_values) for t in pruned) == sorted(r.epochs for r in stopped)
     # TensorBoard: validation MAP@R for every trial, hyperparameters for the hparams view
     for row in rows:
         tags = _tb_tags(row.path)

@@ -40,11 +40,12 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if not stopped_early or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]
-        step = result["training_iteration"]
-        if self.metric in result and step not in trial.intermediate_values:
+        if self.metric in result:
             # Tune skips on_trial_result for the result that made ASHA stop the trial; without it
-            # Optuna would know nothing of where the trial stood.
-            trial.report(result[self.metric], step)
+            # Optuna would know nothing of where the trial stood. (A step reported already is ignored.)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trial.report(result[self.metric], result["training_iteration"])
         self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
         return None

@@ -1,0 +1,129 @@
+"""Training-step latency and peak memory per method: the analogue of the paper's Table 10.
+
+Each (method, batch) runs in its own process (so peak memory is that configuration's own): ViT-S/16
+with random weights at 224 px, 100 classes, 2 samples per class, one full training step (forward,
+semantic-proxy pass where the method has one, Proxy-Anchor, backward, optimiser steps). Prints a
+table with each method's time relative to vpt and the share of the step spent in the GRU/EMA
+accumulator, and writes bench/results/step.md.
+
+    python bench/bench_step.py [--batches 32 64] [--steps 3] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru")
+
+
+def measure(method: str, batch: int, steps: int, device_name: str) -> dict:
+    """Median step time (s), accumulator time per step (s) and peak memory of one configuration."""
+    import torch
+
+    from semproxy.config import Config
+    from semproxy.losses import ProxyAnchorLoss
+    from semproxy.models import build_model
+    from semproxy.optim import build_optimizers
+
+    device = torch.device(device_name)
+    cfg = Config().replace({"backbone": "vit_small_patch16_224", "pretrained": False, "method": method,
+                            "adapter_layers": 7, "adapter_dim": 256, "batch_size": batch})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 100).to(device).train()
+    optimizers = build_optimizers(model, cfg.optim)
+    loss_fn = ProxyAnchorLoss()
+    accumulate_seconds = []
+    if model.semantic is not None:  # time the accumulator inside the real step
+        original = model.semantic.accumulate
+
+        def timed(*args, **kwargs):
+            sync(device)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            sync(device)
+            accumulate_seconds.append(time.perf_counter() - start)
+            return out
+
+        model.semantic.accumulate = timed
+    generator = torch.Generator().manual_seed(0)
+    times = []
+    for step in range(steps + 1):  # the first step warms up
+        classes = torch.randperm(100, generator=generator)[: batch // 2]
+        labels = classes.repeat_interleave(2).to(device)
+        images = torch.randn(batch, 3, 224, 224, generator=generator).to(device)
+        sync(device)
+        start = time.perf_counter()
+        out = model.forward_train(images, labels)
+        loss = loss_fn(out.embeddings, labels, out.proxies).loss
+        optimizers.zero_grad()
+        loss.backward()
+        optimizers.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    times = sorted(times[1:])
+    accumulate = sorted(accumulate_seconds[1:])[len(accumulate_seconds[1:]) // 2] if accumulate_seconds else 0.0
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"method": method, "batch": batch, "step_s": times[len(times) // 2], "accumulate_s": accumulate,
+            "peak_mb": peak}
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "step.md"))
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device)))
+        return
+    results = {}
+    for batch in args.batches:
+        for method in args.methods:
+            run = subprocess.run([sys.executable, __file__, "--one", method, str(batch), "--steps", str(args.steps),
+                                  "--device", args.device], capture_output=True, text=True, check=True)
+            results[(method, batch)] = json.loads(run.stdout.strip().splitlines()[-1])
+            print(f"  {method} B={batch}: {results[(method, batch)]['step_s']:.2f} s", file=sys.stderr)
+    import torch
+
+    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
+    lines = [f"Training step of ViT-S/16 (random weights, 224 px, 100 classes, K=2), median of {args.steps} steps "
+             f"after a warm-up, on {args.device} ({machine}), torch {torch.__version__}.", "",
+             "| method | " + " | ".join(f"B={b} step s | B={b} / vpt | B={b} peak MB" for b in args.batches)
+             + " | accumulator share of the step |",
+             "|---|" + "---:|---:|---:|" * len(args.batches) + "---:|"]
+    for method in args.methods:
+        cells = []
+        for batch in args.batches:
+            r, vpt = results[(method, batch)], results.get(("vpt", batch))
+            ratio = f"{r['step_s'] / vpt['step_s']:.2f}" if vpt else "-"
+            cells += [f"{r['step_s']:.2f}", ratio, f"{r['peak_mb']:,.0f}"]
+        shares = [results[(method, b)]["accumulate_s"] / results[(method, b)]["step_s"] for b in args.batches]
+        share = ", ".join(f"{100 * s:.2f}%" for s in shares) if any(shares) else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {share} |")
+    table = "\n".join(lines)
+    print(table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
