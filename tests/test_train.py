@@ -136,3 +136,21 @@ def test_bad_config_file_exits_2_before_any_work(tmp_path, capsys):
     assert final_main(["--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {bad}: unknown key 'optim.lr_proxi' (did you mean 'optim.lr_proxy'?)"
     assert not (tmp_path / "o").exists()
+
+
+def test_gradient_clipping_bounds_each_update(workdir):
+    cfg = small_config(workdir, optimizer="sgd", lr=1.0, lr_proxy=1.0, momentum=0.0, weight_decay=0.0,
+                       grad_clip=1e-3, epochs=1, gru_dropout=0.0, adapter_dropout=0.0)
+    data = prepare_data(cfg)
+    trainer = Trainer(cfg, data, torch.device("cpu"), progress=False)
+    before = [p.detach().clone() for p in trainer.model.encoder_parameters() + trainer.model.proxy_parameters()]
+    trainer.train_epoch()
+    after = trainer.model.encoder_parameters() + trainer.model.proxy_parameters()
+    moved = torch.sqrt(sum(((a.detach() - b) ** 2).sum() for a, b in zip(after, before)))
+    steps = len(trainer.loader)
+    assert 0 < moved <= steps * 1e-3 * 1.0001  # each step's whole update is at most lr * clip
+    unclipped = Trainer(cfg.replace({"grad_clip": None}), data, torch.device("cpu"), progress=False)
+    unclipped.train_epoch()
+    free = torch.sqrt(sum(((a.detach() - b) ** 2).sum() for a, b in zip(
+        unclipped.model.encoder_parameters() + unclipped.model.proxy_parameters(), before)))
+    assert free > 10 * moved
