@@ -25,10 +25,15 @@ def _iterations(run: Path) -> dict[str, list[int]]:
     return out
 
 
-def _rungs(run: Path) -> dict[int, dict[str, float]]:
-    state = pickle.loads(Path(max(glob.glob(str(run / "callback-states-*.pkl")), key=os.path.getmtime)).read_bytes())
+def _rungs(run: Path, exclude: set[str] = frozenset()) -> tuple[str, dict[int, dict[str, float]]]:
+    """The newest saved ASHA state (file name, milestone -> recorded) not among ``exclude``."""
+    files = [f for f in glob.glob(str(run / "callback-states-*.pkl")) if f not in exclude]
+    if not files:
+        return "", {}
+    newest = max(files, key=os.path.getmtime)
+    state = pickle.loads(Path(newest).read_bytes())
     asha = next(s for s in state.values() if s)
-    return {int(m): dict(rec) for m, rec in asha["rungs"][0]}
+    return newest, {int(m): dict(rec) for m, rec in asha["rungs"][0]}
 
 
 def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
@@ -48,19 +53,19 @@ def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     time.sleep(2)
-    before, rungs_before = _iterations(run), _rungs(run)
+    before, (file_before, rungs_before) = _iterations(run), _rungs(run)
 
     resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after, rungs_after = _iterations(run), _rungs(run)
+    after, (file_after, rungs_after) = _iterations(run), _rungs(run, exclude={file_before})
     assert len(after) == 6
     for trial, iterations in before.items():
         # nothing restarted from scratch: the iterations before the kill continue, never repeat
         assert after[trial][:len(iterations)] == iterations
         assert after[trial] == sorted(set(after[trial])), (trial, after[trial])
         assert max(after[trial]) <= 6
-    for milestone, recorded in rungs_before.items():  # ASHA's rungs came back and were extended
+    assert file_after, "the resumed search saved no ASHA state of its own"
+    for milestone, recorded in rungs_before.items():  # ASHA's rungs came back with the resume
         assert recorded.items() <= rungs_after[milestone].items()
-    assert sum(len(r) for r in rungs_after.values()) > sum(len(r) for r in rungs_before.values())
     assert "best config (final training)" in resumed.stdout
