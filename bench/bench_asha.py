@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _tables import RESULTS, publish
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,7 +52,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=8)
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "asha.md"))
+    parser.add_argument("--out", default=str(RESULTS / "asha.md"))
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     workdir = Path(tempfile.mkdtemp(prefix="semproxy-asha-"))
@@ -74,10 +76,7 @@ def main() -> None:
         f"{_mean(a['epochs'] / f['epochs'] for _, a, f in rows):.2f} | {_mean(a['best'] for _, a, _ in rows):.4f} | "
         f"{_mean(f['best'] for _, _, f in rows):.4f} | {_mean(a['best'] / f['best'] for _, a, f in rows):.3f} | "
         f"{_mean(a['seconds'] for _, a, _ in rows):.0f} | {_mean(f['seconds'] for _, _, f in rows):.0f} |")
-    table = "\n".join(lines)
-    print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(table + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _tables import RESULTS, publish
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -47,7 +49,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=15)
     parser.add_argument("--root", default=None, help="reuse a generated dataset here")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "data.md"))
+    parser.add_argument("--out", default=str(RESULTS / "data.md"))
     args = parser.parse_args()
 
     root = Path(args.root or tempfile.mkdtemp(prefix="semproxy-bench-"))
@@ -94,10 +96,7 @@ def main() -> None:
              "", "| path | images/s | images/s per worker | ratio |", "|---|---:|---:|---:|"]
     for name, rate, per_core in rows:
         lines.append(f"| {name} | {rate:,.0f} | {per_core:,.0f} | {rate / baseline:.2f}x |")
-    table = "\n".join(lines)
-    print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(table + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from _tables import RESULTS, publish
+
 METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru")
 
 
@@ -89,7 +91,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "BATCH"), help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "step.md"))
+    parser.add_argument("--out", default=str(RESULTS / "step.md"))
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device)))
@@ -119,10 +121,7 @@ def main() -> None:
         shares = [results[(method, b)]["accumulate_s"] / results[(method, b)]["step_s"] for b in args.batches]
         share = ", ".join(f"{100 * s:.2f}%" for s in shares) if any(shares) else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {share} |")
-    table = "\n".join(lines)
-    print(table)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(table + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
