@@ -1,8 +1,6 @@
 """The image cache (decode once, shared, corrupt files reported) and the train/eval batch streams."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch

@@ -4,7 +4,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fake_layouts import make_cars_official, make_class_folders, make_cub_official, make_inat, make_inshop, make_sop

@@ -1,7 +1,6 @@
 """Class-balanced sampler, RandomResizedCrop boxes and the batched augmentation."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

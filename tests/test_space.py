@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from semproxy.config import Config, ConfigError
-from semproxy.search import load_space, sample_params
+from semproxy.search import load_space
 from semproxy.search.space import fit_batches_to_classes
 from tune import main as tune_main
 

@@ -13,7 +13,7 @@ import tarfile
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Optional, Sequence
+from typing import Sequence
 
 from .datasets import DatasetSpec, Source, get_dataset
 from .records import DatasetError

@@ -17,7 +17,7 @@ from ..config import ConfigError, ModelConfig
 from .adapters import Adapter, adapted_block_forward
 from .backbone import create_backbone
 from .heads import EmbeddingHead
-from .methods import MethodSpec, get_method
+from .methods import get_method
 from .prompts import DeepPrompts, prompt_counts
 from .semantic import SemanticProxies
 
