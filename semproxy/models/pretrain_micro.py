@@ -6,7 +6,7 @@ Proxy-Anchor on 1,536 generated images (all 256 synthetic class designs, seed 11
 AND TEXTURE ONLY. Its features know shapes and textures but were never asked to tell colours apart,
 which the synthetic benchmark's classes need: the same situation as an ImageNet backbone meeting
 fine-grained birds, where tuning has something real to learn. This module regenerates the file
-(about a minute on 2 CPU cores; deterministic for a given machine).
+(a few minutes on 2 CPU cores; deterministic for a given machine).
 """
 from __future__ import annotations
 
