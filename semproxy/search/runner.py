@@ -215,6 +215,7 @@ def run_search(args: argparse.Namespace) -> int:
     from .report import write_report
 
     print(f"report: {write_report(plan.run_dir)}")
+    print(f"TensorBoard: tensorboard --logdir {plan.run_dir}   (Ray's own hint above points at a temporary copy)")
     return 0
 
 
