@@ -68,4 +68,10 @@ def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
     assert file_after, "the resumed search saved no ASHA state of its own"
     for milestone, recorded in rungs_before.items():  # ASHA's rungs came back with the resume
         assert recorded.items() <= rungs_after[milestone].items()
+    for trial, iterations in after.items():  # decisions consistent with the rungs
+        stop = max(iterations)
+        if stop < 6:
+            rung = rungs_after[stop]
+            assert trial in rung, (trial, stop)  # stopped only at a rung, where its value was recorded
+            assert rung[trial] < max(rung.values()), (trial, rung)  # and never as the best of that rung
     assert "best config (final training)" in resumed.stdout
