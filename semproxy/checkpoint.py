@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .config import Config
+from .typed_config import first_line
 from .models import PromptedViT
 
 __all__ = ["CheckpointError", "CHECKPOINT_FILE", "backbone_hash", "trained_state", "save_checkpoint",
@@ -70,7 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - corrupt or foreign file
-        raise CheckpointError(f"checkpoint {path} cannot be read: {str(error).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not a semproxy checkpoint (format {FORMAT_VERSION})")
     return payload

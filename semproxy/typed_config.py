@@ -12,7 +12,13 @@ import typing
 from dataclasses import field
 from typing import Any, Literal, Union
 
-__all__ = ["ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce", "read_yaml"]
+__all__ = ["first_line", "ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce", "read_yaml"]
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type where it has none), for one-line errors."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 class ConfigError(ValueError):

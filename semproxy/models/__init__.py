@@ -1,7 +1,7 @@
 """Prompted ViTs with semantic proxies: backbone loading, prompts, adapters, heads, accumulators."""
 from .accumulators import ACCUMULATORS, EMAAccumulator, GRUAccumulator
 from .adapters import Adapter
-from .backbone import BackboneError, create_backbone, file_sha256, load_backbone_weights
+from .backbone import BackboneError, create_backbone, load_backbone_weights
 from .class_bank import ClassPromptBank
 from .heads import EmbeddingHead
 from .methods import METHODS, MethodSpec, get_method
@@ -13,7 +13,7 @@ from .semantic import SemanticProxies, group_by_class
 
 __all__ = [
     "ACCUMULATORS", "EMAAccumulator", "GRUAccumulator", "Adapter", "BackboneError", "create_backbone",
-    "file_sha256", "load_backbone_weights", "ClassPromptBank", "EmbeddingHead", "METHODS", "MethodSpec",
+    "load_backbone_weights", "ClassPromptBank", "EmbeddingHead", "METHODS", "MethodSpec",
     "get_method", "ParameterCount", "count_parameters", "PromptedViT", "TrainOutput", "build_model",
     "DeepPrompts", "prompt_counts", "RowSparseOptimizer", "SemanticProxies", "group_by_class",
 ]

@@ -7,7 +7,6 @@ clear one-line error instead of a half-loaded model.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Optional
@@ -20,7 +19,9 @@ import timm
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, _cfg, _create_vision_transformer, checkpoint_filter_fn
 
-__all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "file_sha256", "WEIGHT_SUFFIXES",
+from ..typed_config import first_line
+
+__all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "WEIGHT_SUFFIXES",
            "MICRO_SYNTHETIC_WEIGHTS"]
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
@@ -48,20 +49,6 @@ def vit_micro_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer
     """ViT-Micro/8 at 32 px (D=64, 12 blocks, 2 heads): tests and the synthetic CPU demo."""
     args = dict(img_size=32, patch_size=8, embed_dim=64, depth=12, num_heads=2)
     return _create_vision_transformer("vit_micro_patch8_32", pretrained=pretrained, **dict(args, **kwargs))
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks (weights files are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _npz_depth(path: Path) -> Optional[int]:
@@ -120,18 +107,18 @@ def load_backbone_weights(model: VisionTransformer, path: str | Path, name: str)
         try:  # timm's reader for the original JAX/big_vision checkpoints
             model.load_pretrained(str(path))
         except Exception as error:  # noqa: BLE001 - any failure means "does not fit"
-            raise BackboneError(f"weights file {path} does not match '{name}': {_first_line(error)}") from None
+            raise BackboneError(f"weights file {path} does not match '{name}': {first_line(error)}") from None
         return
     try:
         state = _read_state_dict(path)
     except BackboneError:
         raise
     except Exception as error:  # noqa: BLE001 - unreadable or corrupt file
-        raise BackboneError(f"weights file {path} cannot be read: {_first_line(error)}") from None
+        raise BackboneError(f"weights file {path} cannot be read: {first_line(error)}") from None
     try:
         state = checkpoint_filter_fn(state, model)
     except Exception as error:  # noqa: BLE001 - the filter fails on foreign layouts
-        raise BackboneError(f"weights file {path} does not match '{name}': {_first_line(error)}") from None
+        raise BackboneError(f"weights file {path} does not match '{name}': {first_line(error)}") from None
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     problem = _describe_mismatch(model, state)
     if problem:
@@ -164,7 +151,7 @@ def create_backbone(
         model = timm.create_model(name, pretrained=pretrained and weights is None, **kwargs)
     except Exception as error:  # noqa: BLE001 - hub errors are long and many-lined
         hint = " (offline? pass a local weights file instead)" if pretrained and weights is None else ""
-        raise BackboneError(f"cannot build '{name}': {_first_line(error)}{hint}") from None
+        raise BackboneError(f"cannot build '{name}': {first_line(error)}{hint}") from None
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"'{name}' is a {type(model).__name__}; semproxy needs a timm VisionTransformer")
     if weights is not None:
