@@ -1,10 +1,12 @@
 """Training-step latency and peak memory per method: the analogue of the paper's Table 10.
 
 Each (method, batch) runs in its own process (so peak memory is that configuration's own): ViT-S/16
-with random weights at 224 px, 100 classes, 2 samples per class, one full training step (forward,
-semantic-proxy pass where the method has one, Proxy-Anchor, backward, optimiser steps). Prints a
-table with each method's time relative to vpt and the share of the step spent in the GRU/EMA
-accumulator, and writes bench/results/step.md.
+with random weights at 224 px, 100 classes, 2 samples per class, one full training step as the
+trainer runs it (forward, semantic-proxy pass where the method has one with the class grouping built
+on the host, Proxy-Anchor, backward, optimiser steps). Prints a table with each method's time
+relative to vpt and the share of the step spent in the GRU/EMA accumulator, then a before/after
+table for vpt and vptsp_gru with glibc's default malloc (before ``keep_freed_host_memory``), and
+writes bench/results/step.md.
 
     python bench/bench_step.py [--batches 32 64] [--steps 3] [--device cpu|cuda]
 """
@@ -24,16 +26,22 @@ from _tables import RESULTS, publish
 METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru")
 
 
-def measure(method: str, batch: int, steps: int, device_name: str) -> dict:
-    """Median step time (s), accumulator time per step (s) and peak memory of one configuration."""
+BEFORE_AFTER = ("vpt", "vptsp_gru")
+
+
+def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: bool = True) -> dict:
+    """Median step time (s), accumulator time, page faults per step and peak memory of one configuration."""
     import torch
 
     from semproxy.config import Config
+    from semproxy.host_memory import keep_freed_host_memory
     from semproxy.losses import ProxyAnchorLoss
-    from semproxy.models import build_model
+    from semproxy.models import BatchClasses, build_model
     from semproxy.optim import build_optimizers
 
     device = torch.device(device_name)
+    if keep_memory and device.type == "cpu":  # as the trainer does
+        keep_freed_host_memory()
     cfg = Config().replace({"backbone": "vit_small_patch16_224", "pretrained": False, "method": method,
                             "adapter_layers": 7, "adapter_dim": 256, "batch_size": batch})
     torch.manual_seed(0)
@@ -54,26 +62,30 @@ def measure(method: str, batch: int, steps: int, device_name: str) -> dict:
 
         model.semantic.accumulate = timed
     generator = torch.Generator().manual_seed(0)
-    times = []
+    times, faults = [], []
     for step in range(steps + 1):  # the first step warms up
         classes = torch.randperm(100, generator=generator)[: batch // 2]
-        labels = classes.repeat_interleave(2).to(device)
+        host_labels = classes.repeat_interleave(2)
+        groups = BatchClasses.from_labels(host_labels).to(device)  # the loader builds it on the host
+        labels = host_labels.to(device)
         images = torch.randn(batch, 3, 224, 224, generator=generator).to(device)
         sync(device)
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
-        out = model.forward_train(images, labels)
+        out = model.forward_train(images, labels, groups)
         loss = loss_fn(out.embeddings, labels, out.proxies).loss
         optimizers.zero_grad()
         loss.backward()
         optimizers.step()
         sync(device)
         times.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
     times = sorted(times[1:])
     accumulate = sorted(accumulate_seconds[1:])[len(accumulate_seconds[1:]) // 2] if accumulate_seconds else 0.0
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"method": method, "batch": batch, "step_s": times[len(times) // 2], "accumulate_s": accumulate,
-            "peak_mb": peak}
+            "peak_mb": peak, "faults": sorted(faults[1:])[len(faults[1:]) // 2]}
 
 
 def sync(device) -> None:
@@ -83,6 +95,15 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def run_one(method: str, batch: int, args, keep_memory: bool = True) -> dict:
+    command = [sys.executable, __file__, "--one", method, str(batch), "--steps", str(args.steps), "--device", args.device]
+    run = subprocess.run(command + ([] if keep_memory else ["--default-malloc"]), capture_output=True, text=True,
+                         check=True)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"  {method} B={batch}{'' if keep_memory else ' (default malloc)'}: {result['step_s']:.2f} s", file=sys.stderr)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 64])
@@ -90,18 +111,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--default-malloc", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "step.md"))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device, not args.default_malloc)))
         return
-    results = {}
+    results, before = {}, {}
     for batch in args.batches:
         for method in args.methods:
-            run = subprocess.run([sys.executable, __file__, "--one", method, str(batch), "--steps", str(args.steps),
-                                  "--device", args.device], capture_output=True, text=True, check=True)
-            results[(method, batch)] = json.loads(run.stdout.strip().splitlines()[-1])
-            print(f"  {method} B={batch}: {results[(method, batch)]['step_s']:.2f} s", file=sys.stderr)
+            results[(method, batch)] = run_one(method, batch, args)
+        if args.device == "cpu":
+            for method in BEFORE_AFTER:
+                before[(method, batch)] = run_one(method, batch, args, keep_memory=False)
     import torch
 
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
@@ -120,6 +142,19 @@ def main() -> None:
         shares = [results[(method, b)]["accumulate_s"] / results[(method, b)]["step_s"] for b in args.batches]
         share = ", ".join(f"{100 * s:.2f}%" for s in shares) if any(shares) else "-"
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {share} |")
+    if before:
+        lines += ["", "Before/after keeping freed host memory (glibc malloc thresholds, `semproxy/host_memory.py`):", "",
+                  "| method | B | before: step s | before: page faults per step | after: step s "
+                  "| after: page faults per step | after / before |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for (method, batch), old in before.items():
+            new = results.get((method, batch)) or run_one(method, batch, args)
+            lines.append(f"| {method} | {batch} | {old['step_s']:.2f} | {old['faults']:,} | {new['step_s']:.2f} "
+                         f"| {new['faults']:,} | {new['step_s'] / old['step_s']:.2f} |")
+        for batch in args.batches:
+            pairs = [before.get((m, batch)) for m in BEFORE_AFTER] + [results.get((m, batch)) for m in BEFORE_AFTER]
+            if all(pairs):
+                lines.append(f"| vptsp_gru / vpt | {batch} | {pairs[1]['step_s'] / pairs[0]['step_s']:.2f} | | "
+                             f"{pairs[3]['step_s'] / pairs[2]['step_s']:.2f} | | |")
     publish(lines, args.out)
 
 

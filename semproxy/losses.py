@@ -49,6 +49,6 @@ class ProxyAnchorLoss(nn.Module):
         neg_terms = _log1p_sum_exp(self.alpha * (cos + self.delta), ~positive)
         with_positive = positive.any(dim=0)
         divisor = with_positive.sum() if self.pos_norm == "positive" else proxies.shape[0]
-        pos_loss = pos_terms[with_positive].sum() / divisor
+        pos_loss = torch.where(with_positive, pos_terms, 0.0).sum() / divisor  # no boolean index: no host sync
         neg_loss = neg_terms.sum() / proxies.shape[0]
         return ProxyAnchorOutput(pos_loss + neg_loss, pos_loss, neg_loss)

@@ -21,6 +21,7 @@ from .checkpoint import backbone_hash, check_compatible, load_checkpoint, save_c
 from .config import Config
 from .data.prepared import PreparedData, prepare_data
 from .evaluation import autocast_for, evaluate
+from .host_memory import keep_freed_host_memory
 from .losses import ProxyAnchorLoss
 from .models import PromptedViT, build_model
 from .optim import Optimizers, build_optimizers
@@ -79,6 +80,8 @@ class Trainer:
 
     def __init__(self, config: Config, data: PreparedData, device: torch.device, *, progress: bool = True) -> None:
         self.config, self.data, self.device, self.progress = config, data, device, progress
+        if device.type == "cpu":
+            keep_freed_host_memory()
         torch.manual_seed(config.optim.seed)
         self.loader = data.train_loader(config, device)
         self.model = build_model(config.model, self.loader.num_classes)
@@ -107,9 +110,9 @@ class Trainer:
         losses = torch.zeros(len(self.loader), 3, device=self.device)  # no host sync per step
         batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
                        disable=not self.progress)
-        for step, (images, labels) in enumerate(batches):
+        for step, (images, labels, groups) in enumerate(batches):
             with autocast_for(self.device, self.amp):
-                out = model.forward_train(images, labels)
+                out = model.forward_train(images, labels, groups)
             terms = self.loss_fn(out.embeddings, labels, out.proxies)
             self.optimizers.zero_grad()
             if self.scaler is not None:

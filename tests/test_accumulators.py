@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import NUM_CLASSES, micro_config
-from semproxy.models import EMAAccumulator, GRUAccumulator, build_model, group_by_class
+from semproxy.models import BatchClasses, EMAAccumulator, GRUAccumulator, build_model
 
 
 def _unit(*shape, seed):
@@ -51,8 +51,9 @@ def test_gru_with_uneven_classes_steps_each_class_over_its_own_samples():
     torch.manual_seed(0)
     acc = GRUAccumulator(8)
     values = _unit(6, 8, seed=3)
-    inverse = torch.tensor([1, 0, 1, 2, 1, 0])  # class sizes 2, 3, 1, interleaved
-    grouped, mask = group_by_class(values, inverse, 3)
+    groups = BatchClasses.from_labels(torch.tensor([11, 5, 11, 20, 11, 5]))  # sizes 2, 3, 1, interleaved
+    inverse, grouped, mask = groups.inverse, groups.arrange(values), groups.mask
+    assert inverse.tolist() == [1, 0, 1, 2, 1, 0] and groups.classes.tolist() == [5, 11, 20]
     assert mask is not None and mask.sum(1).tolist() == [2, 3, 1]
     state = _unit(3, 8, seed=4)
     got = acc(state, grouped, mask)

@@ -66,9 +66,11 @@ def test_train_loader_batches_are_augmented_deterministic_and_contiguous(tmp_pat
     loader = TrainLoader(cache, batch_size=8, samples_per_class=2, augment=augment, seed=3)
     assert loader.num_classes == 4 and len(loader) == 24 // 8
     first = list(loader)
-    images, labels = first[0]
+    images, labels, groups = first[0]
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
     assert labels.min() >= 0 and labels.max() < 4 and torch.equal(labels[::2], labels[1::2])
+    assert groups.classes.tolist() == sorted(set(labels.tolist())) and groups.mask is None
+    assert torch.equal(groups.classes[groups.inverse], labels)
     again = list(loader)
     assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
     loader.set_epoch(1)

@@ -135,3 +135,27 @@ def test_offload_on_gpu_keeps_the_bank_in_pinned_host_memory():
     opt.step()
     after = model.semantic.bank.table_0
     assert not torch.equal(after[[0, 3]], before[[0, 3]]) and torch.equal(after[[1, 2]], before[[1, 2]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_training_step_with_a_host_built_grouping_never_waits_for_the_gpu():
+    from semproxy.config import OptimConfig
+    from semproxy.losses import ProxyAnchorLoss
+    from semproxy.models import BatchClasses
+    from semproxy.optim import build_optimizers
+
+    torch.manual_seed(0)
+    model = build_model(micro_config(method="vptsp_gru"), NUM_CLASSES).cuda().train()
+    optimizers = build_optimizers(model, OptimConfig(optimizer="adamw"))
+    labels = torch.tensor([1, 1, 4, 4, 6, 6])
+    groups = BatchClasses.from_labels(labels).pin_memory().to("cuda", non_blocking=True)
+    images = torch.randn(6, 3, 32, 32).pin_memory().to("cuda", non_blocking=True)
+    labels = labels.pin_memory().to("cuda", non_blocking=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = model.forward_train(images, labels, groups)
+        ProxyAnchorLoss()(out.embeddings, labels, out.proxies).loss.backward()
+        optimizers.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

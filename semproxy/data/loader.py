@@ -8,20 +8,29 @@ Randomness depends only on (seed, epoch), so a resumed run sees the same batches
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from ..models.batch_classes import BatchClasses
 from .cache import EvalImageCache, TrainImageCache
 from .sampler import ClassBalancedBatchSampler
 from .transforms import BatchAugment, normalise
 
-__all__ = ["TrainLoader", "eval_batches"]
+__all__ = ["TrainLoader", "TrainBatch", "eval_batches"]
+
+
+class TrainBatch(NamedTuple):
+    """One training batch on the device: images, class indices and their host-built grouping."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    groups: BatchClasses
 
 
 class TrainLoader:
-    """Augmented (images, labels) batches on ``device``; labels are contiguous class indices [0, C)."""
+    """Augmented :class:`TrainBatch` es on ``device``; labels are contiguous class indices [0, C)."""
 
     def __init__(self, cache: TrainImageCache, batch_size: int, samples_per_class: int, augment: BatchAugment,
                  device: torch.device | str = "cpu", seed: int = 0, prefetch: int = 2) -> None:
@@ -41,24 +50,27 @@ class TrainLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def _host_batch(self, indices: list[int], rng: np.random.Generator) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    def _host_batch(self, indices: list[int], rng: np.random.Generator) -> tuple[torch.Tensor, Any, torch.Tensor, BatchClasses]:
         """Host side of a batch: S x S uint8 crops for a CPU device, else the padded uint8 batch."""
         idx = np.asarray(indices)
         labels = torch.from_numpy(self.targets[idx])
+        groups = BatchClasses.from_labels(labels)
         params = self.augment.sample(self.cache.shapes[idx], rng)
         if self.device.type == "cpu":
-            return self.augment.on_host([self.cache.image(i) for i in idx], params), None, labels
+            return self.augment.on_host([self.cache.image(i) for i in idx], params), None, labels, groups
         pixels, sizes = self.cache.batch(idx)
         images = torch.from_numpy(pixels)
-        return (images.pin_memory() if self.device.type == "cuda" else images), (sizes, params), labels
+        if self.device.type == "cuda":  # page-locked, so the copies below do not block the host
+            images, labels, groups = images.pin_memory(), labels.pin_memory(), groups.pin_memory()
+        return images, (sizes, params), labels, groups
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[TrainBatch]:
         rng = np.random.default_rng([self.seed, self.epoch, 1])  # used by the one host thread, in batch order
         batches = iter(self.sampler)
         with ThreadPoolExecutor(1) as pool:
             pending = [pool.submit(self._host_batch, b, rng) for b, _ in zip(batches, range(self.prefetch))]
             while pending:
-                images, device_work, labels = pending.pop(0).result()
+                images, device_work, labels, groups = pending.pop(0).result()
                 following = next(batches, None)
                 if following is not None:
                     pending.append(pool.submit(self._host_batch, following, rng))
@@ -67,7 +79,8 @@ class TrainLoader:
                     images = normalise(images, self.augment.mean, self.augment.std)
                 else:
                     images = self.augment.on_device(images, *device_work)
-                yield images, labels.to(self.device, non_blocking=True)
+                yield TrainBatch(images, labels.to(self.device, non_blocking=True),
+                                 groups.to(self.device, non_blocking=True))
 
 
 def eval_batches(cache: EvalImageCache, batch_size: int, mean: Sequence[float], std: Sequence[float],

@@ -1,6 +1,7 @@
 """Prompted ViTs with semantic proxies: backbone loading, prompts, adapters, heads, accumulators."""
 from .accumulators import ACCUMULATORS, EMAAccumulator, GRUAccumulator
 from .adapters import Adapter
+from .batch_classes import BatchClasses
 from .backbone import BackboneError, create_backbone, load_backbone_weights
 from .class_bank import ClassPromptBank
 from .heads import EmbeddingHead
@@ -9,11 +10,11 @@ from .params import ParameterCount, count_parameters
 from .prompted_vit import PromptedViT, TrainOutput, build_model
 from .prompts import DeepPrompts, prompt_counts
 from .row_optim import RowSparseOptimizer
-from .semantic import SemanticProxies, group_by_class
+from .semantic import SemanticProxies
 
 __all__ = [
     "ACCUMULATORS", "EMAAccumulator", "GRUAccumulator", "Adapter", "BackboneError", "create_backbone",
     "load_backbone_weights", "ClassPromptBank", "EmbeddingHead", "METHODS", "MethodSpec",
     "get_method", "ParameterCount", "count_parameters", "PromptedViT", "TrainOutput", "build_model",
-    "DeepPrompts", "prompt_counts", "RowSparseOptimizer", "SemanticProxies", "group_by_class",
+    "DeepPrompts", "prompt_counts", "RowSparseOptimizer", "SemanticProxies", "BatchClasses",
 ]

@@ -52,6 +52,12 @@ class ClassPromptBank(nn.Module):
     def tables(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in self.table_names()]
 
+    @property
+    def storage_device(self) -> torch.device:
+        """Where the tables (and their optimiser state) live: the host when offloaded."""
+        tables = self.tables()
+        return tables[0].device if tables else torch.device("cpu")
+
     def numel_per_class(self) -> int:
         return sum(self.counts) * self.dim
 
@@ -61,8 +67,7 @@ class ClassPromptBank(nn.Module):
         Returns one entry per layer (None where the layer has no class prompts). When training, the
         rows are registered with the bank's optimiser for its next step.
         """
-        tables = self.tables()
-        index = classes.to(tables[0].device if tables else device)
+        index = classes.to(self.storage_device)
         rows: list[torch.Tensor] = []
         out: list[torch.Tensor | None] = []
         for i, n in enumerate(self.counts):

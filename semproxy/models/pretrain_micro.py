@@ -49,7 +49,7 @@ def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int =
     loss_fn = ProxyAnchorLoss()
     for epoch in range(epochs):
         loader.set_epoch(epoch)
-        for batch, targets in loader:
+        for batch, targets, _ in loader:
             output = model.forward_train(batch, targets)
             loss = loss_fn(output.embeddings, targets, output.proxies).loss
             optimizer.zero_grad()

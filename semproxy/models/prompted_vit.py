@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from ..config import ConfigError, ModelConfig
 from .adapters import Adapter, adapted_block_forward
 from .backbone import create_backbone
+from .batch_classes import BatchClasses
 from .heads import EmbeddingHead
 from .methods import get_method
 from .prompts import DeepPrompts, prompt_counts
@@ -137,13 +138,21 @@ class PromptedViT(nn.Module):
         """Unit-norm embeddings (B, E): the sample branch only, as at evaluation."""
         return self.head(self.encode(images, self.sample_prompts(images.shape[0])))
 
-    def forward_train(self, images: torch.Tensor, labels: torch.Tensor) -> TrainOutput:
-        """Embeddings plus the proxies for the loss; for vptsp also runs the proxy pass."""
+    def forward_train(self, images: torch.Tensor, labels: torch.Tensor,
+                      groups: Optional[BatchClasses] = None) -> TrainOutput:
+        """Embeddings plus the proxies for the loss; for vptsp also runs the proxy pass.
+
+        ``groups`` is the batch's class grouping (the loader builds it on the host); computed here
+        from ``labels`` when not given, which on a GPU costs host syncs.
+        """
         embeddings = self(images)
         if self.semantic is None:
             return TrainOutput(embeddings, self.proxy_bias, None)
-        classes, inverse = torch.unique(labels, sorted=True, return_inverse=True)
-        class_rows = self.semantic.bank.gather(classes, images.device)
+        if groups is None:
+            groups = BatchClasses.from_labels(labels)
+        classes, inverse = groups.classes, groups.inverse
+        bank = self.semantic.bank
+        class_rows = bank.gather(groups.classes_on(bank.storage_device), images.device)
         sample = self.sample_prompts(images.shape[0]) if self.cfg.proxy_prompts == "class+sample" else None
         layer_prompts = []
         for i, rows in enumerate(class_rows):
@@ -152,7 +161,7 @@ class PromptedViT(nn.Module):
                 prompts = sample[i] if prompts is None else torch.cat([sample[i], prompts], dim=1)
             layer_prompts.append(prompts)
         semantic = self.semantic.head(self.encode(images, layer_prompts))
-        fresh = self.semantic.accumulate(semantic, inverse, classes)
+        fresh = self.semantic.accumulate(semantic, groups)
         return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, classes), semantic)
 
     def current_proxies(self) -> torch.Tensor:

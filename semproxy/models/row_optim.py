@@ -86,7 +86,8 @@ class RowSparseOptimizer(Optimizer):
             return tensor.index_select(0, host_index).to(device, non_blocking=True)
 
         def scatter(tensor: torch.Tensor, rows: torch.Tensor) -> None:
-            tensor.index_copy_(0, host_index, rows.to(tensor.device, non_blocking=True))
+            # A copy back to the host must be complete before the host writes it into the table.
+            tensor.index_copy_(0, host_index, rows.to(tensor.device, non_blocking=tensor.device.type != "cpu"))
 
         param = param.clone()
         grad = grad.to(param.dtype)

@@ -12,31 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .accumulators import create_accumulator
+from .batch_classes import BatchClasses
 from .class_bank import ClassPromptBank
 from .heads import EmbeddingHead
 
-__all__ = ["SemanticProxies", "group_by_class"]
-
-
-def group_by_class(values: torch.Tensor, inverse: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Arrange (B, E) rows into (G, K, E) by group, keeping batch order inside each group.
-
-    ``inverse`` maps each row to its group in [0, G). Returns the padded tensor and a (G, K) mask
-    of real entries, or None when every group has the same number of rows (the sampler's case).
-    """
-    counts = torch.bincount(inverse, minlength=num_groups)
-    k_max = int(counts.max())
-    order = torch.argsort(inverse, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    groups = inverse[order]
-    slots = torch.arange(inverse.numel(), device=inverse.device) - starts[groups]
-    padded = values.new_zeros(num_groups, k_max, values.shape[-1])
-    padded = padded.index_put((groups, slots), values[order])
-    if inverse.numel() == num_groups * k_max:
-        return padded, None
-    mask = torch.zeros(num_groups, k_max, dtype=torch.bool, device=values.device)
-    mask[groups, slots] = True
-    return padded, mask
+__all__ = ["SemanticProxies"]
 
 
 class SemanticProxies(nn.Module):
@@ -62,14 +42,14 @@ class SemanticProxies(nn.Module):
         # States start as random unit vectors and are never reset between epochs.
         self.register_buffer("state", F.normalize(torch.randn(num_classes, embedding_dim), dim=-1))
 
-    def accumulate(self, proxies: torch.Tensor, inverse: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Fold the batch's semantic proxies (B, E) into the states of ``classes``.
+    def accumulate(self, proxies: torch.Tensor, groups: BatchClasses) -> torch.Tensor:
+        """Fold the batch's semantic proxies (B, E) into the states of the batch's classes.
 
         Returns the fresh, differentiable states (G, E); when training, stores them detached (no
         gradient ever crosses iterations).
         """
-        grouped, mask = group_by_class(proxies, inverse, classes.numel())
-        fresh = self.accumulator(self.state.index_select(0, classes), grouped, mask)
+        classes = groups.classes
+        fresh = self.accumulator(self.state.index_select(0, classes), groups.arrange(proxies), groups.mask)
         if self.training:
             with torch.no_grad():
                 self.state.index_copy_(0, classes, fresh.detach().to(self.state.dtype))
