@@ -9,6 +9,7 @@ table for vpt and vptsp_gru with glibc's default malloc (before ``keep_freed_hos
 writes bench/results/step.md.
 
     python bench/bench_step.py [--batches 32 64] [--steps 3] [--device cpu|cuda]
+    python bench/bench_step.py --pair --steps 6    # vptsp_gru / vpt alternating in one process
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from _tables import RESULTS, publish
 
@@ -29,8 +31,8 @@ METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru
 BEFORE_AFTER = ("vpt", "vptsp_gru")
 
 
-def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: bool = True) -> dict:
-    """Median step time (s), accumulator time, page faults per step and peak memory of one configuration."""
+def setup(method: str, batch: int, device_name: str, keep_memory: bool = True):
+    """One configuration's model and a function running one timed training step of it."""
     import torch
 
     from semproxy.config import Config
@@ -62,8 +64,9 @@ def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: 
 
         model.semantic.accumulate = timed
     generator = torch.Generator().manual_seed(0)
-    times, faults = [], []
-    for step in range(steps + 1):  # the first step warms up
+
+    def step() -> tuple[float, int]:
+        """Seconds and page faults of one training step, as the trainer runs it."""
         classes = torch.randperm(100, generator=generator)[: batch // 2]
         host_labels = classes.repeat_interleave(2)
         groups = BatchClasses.from_labels(host_labels).to(device)  # the loader builds it on the host
@@ -78,14 +81,36 @@ def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: 
         loss.backward()
         optimizers.step()
         sync(device)
-        times.append(time.perf_counter() - start)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
-    times = sorted(times[1:])
-    accumulate = sorted(accumulate_seconds[1:])[len(accumulate_seconds[1:]) // 2] if accumulate_seconds else 0.0
+        return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+
+    return device, step, accumulate_seconds
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: bool = True) -> dict:
+    """Median step time (s), accumulator time, page faults per step and peak memory of one configuration."""
+    import torch
+
+    device, step, accumulate_seconds = setup(method, batch, device_name, keep_memory)
+    runs = [step() for _ in range(steps + 1)][1:]  # the first step warms up
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"method": method, "batch": batch, "step_s": times[len(times) // 2], "accumulate_s": accumulate,
-            "peak_mb": peak, "faults": sorted(faults[1:])[len(faults[1:]) // 2]}
+    return {"method": method, "batch": batch, "step_s": median([t for t, _ in runs]),
+            "accumulate_s": median(accumulate_seconds[1:]) if accumulate_seconds else 0.0,
+            "peak_mb": peak, "faults": median([f for _, f in runs])}
+
+
+def measure_pair(batch: int, steps: int, device_name: str) -> dict:
+    """vptsp_gru / vpt with their steps alternating in one process: the ratio least exposed to drift."""
+    _, vpt_step, _ = setup("vpt", batch, device_name)
+    _, sp_step, _ = setup("vptsp_gru", batch, device_name)
+    vpt_step(), sp_step()  # warm-up
+    pairs = [(vpt_step()[0], sp_step()[0]) for _ in range(steps)]
+    return {"batch": batch, "vpt_s": median([a for a, _ in pairs]), "vptsp_gru_s": median([b for _, b in pairs]),
+            "ratio": median([b / a for a, b in pairs]), "ratios": [b / a for a, b in pairs]}
 
 
 def sync(device) -> None:
@@ -111,12 +136,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--one-pair", type=int, metavar="BATCH", help=argparse.SUPPRESS)
     parser.add_argument("--default-malloc", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pair", action="store_true",
+                        help="only vptsp_gru / vpt, their steps alternating in one process per batch size")
     parser.add_argument("--out", default=str(RESULTS / "step.md"))
     args = parser.parse_args()
+    if args.one_pair:
+        print(json.dumps(measure_pair(args.one_pair, args.steps, args.device)))
+        return
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device, not args.default_malloc)))
         return
+    if args.pair:
+        return publish_pairs(args)
     results, before = {}, {}
     for batch in args.batches:
         for method in args.methods:
@@ -156,6 +189,22 @@ def main() -> None:
                 lines.append(f"| vptsp_gru / vpt | {batch} | {pairs[1]['step_s'] / pairs[0]['step_s']:.2f} | | "
                              f"{pairs[3]['step_s'] / pairs[2]['step_s']:.2f} | | |")
     publish(lines, args.out)
+
+
+def publish_pairs(args) -> None:
+    import torch
+
+    lines = [f"vptsp_gru / vpt, ViT-S/16 (random weights, 224 px, 100 classes, K=2), steps alternating in one "
+             f"process, median of {args.steps} pairs after a warm-up pair, on {args.device}, torch {torch.__version__}.",
+             "", "| B | vpt step s | vptsp_gru step s | vptsp_gru / vpt (median of pair ratios) | pair ratios |",
+             "|---:|---:|---:|---:|---|"]
+    for batch in args.batches:
+        run = subprocess.run([sys.executable, __file__, "--one-pair", str(batch), "--steps", str(args.steps),
+                              "--device", args.device], capture_output=True, text=True, check=True)
+        r = json.loads(run.stdout.strip().splitlines()[-1])
+        lines.append(f"| {batch} | {r['vpt_s']:.2f} | {r['vptsp_gru_s']:.2f} | {r['ratio']:.2f} | "
+                     f"{', '.join(f'{x:.2f}' for x in r['ratios'])} |")
+    publish(lines, str(Path(args.out).with_name("step_pair.md")))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -57,7 +57,10 @@ class EpochResult:
     pos_loss: float
     neg_loss: float
     lr: float
-    seconds: float
+    seconds: float                      # training time of the epoch
+    images: int = 0                     # training images seen in the epoch
+    data_wait: float = 0.0              # seconds of ``seconds`` the step loop waited for a batch
+    val_seconds: float = 0.0            # validation time after the epoch (0 when not validated)
     metrics: dict[str, float] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
@@ -110,7 +113,9 @@ class Trainer:
         losses = torch.zeros(len(self.loader), 3, device=self.device)  # no host sync per step
         batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
                        disable=not self.progress)
-        for step, (images, labels, groups) in enumerate(batches):
+        waits, images_seen = [], 0
+        for step, (images, labels, groups) in enumerate(_timed(batches, waits)):
+            images_seen += images.shape[0]
             with autocast_for(self.device, self.amp):
                 out = model.forward_train(images, labels, groups)
             terms = self.loss_fn(out.embeddings, labels, out.proxies)
@@ -131,7 +136,8 @@ class Trainer:
         self.optimizers.end_epoch()
         self.epoch += 1
         mean = losses.mean(0).tolist()
-        return EpochResult(self.epoch, mean[0], mean[1], mean[2], lr, time.perf_counter() - start)
+        return EpochResult(self.epoch, mean[0], mean[1], mean[2], lr, time.perf_counter() - start,
+                           images=images_seen, data_wait=sum(waits))
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         finite = torch.isfinite(losses).all(1)
@@ -191,6 +197,22 @@ class Trainer:
         self.history = [EpochResult(**h) for h in payload["history"]]
 
 
+def _timed(batches: Iterable, waits: list[float]) -> Iterator:
+    """Yield from ``batches``, appending to ``waits`` how long each batch took to arrive.
+
+    On a GPU the host runs ahead of the device, so this is an upper bound on the device's wait.
+    """
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        waits.append(time.perf_counter() - start)
+        yield batch
+
+
 def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Sequence[Callback] = (),
         resume_from: Optional[str | Path | dict] = None, device: Optional[torch.device | str] = None,
         progress: bool = True) -> FitResult:
@@ -215,7 +237,9 @@ def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Seque
         result = trainer.train_epoch()
         last = trainer.epoch == config.optim.epochs
         if last or trainer.epoch % config.eval.eval_every == 0:
+            start = time.perf_counter()
             result.metrics = trainer.validate()
+            result.val_seconds = time.perf_counter() - start
         trainer.history.append(result)
         for callback in callbacks:
             callback(result, trainer)

@@ -66,6 +66,7 @@ def test_train_loader_batches_are_augmented_deterministic_and_contiguous(tmp_pat
     loader = TrainLoader(cache, batch_size=8, samples_per_class=2, augment=augment, seed=3)
     assert loader.num_classes == 4 and len(loader) == 24 // 8
     first = list(loader)
+    assert len(first) == len(loader)  # every batch of the epoch, none dropped by the prefetch
     images, labels, groups = first[0]
     assert images.shape == (8, 3, 32, 32) and images.dtype == torch.float32
     assert labels.min() >= 0 and labels.max() < 4 and torch.equal(labels[::2], labels[1::2])

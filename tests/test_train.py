@@ -39,6 +39,11 @@ def test_vptsp_gru_learns_on_synthetic_data(workdir):
     after = result.history[-1].metrics["val_map_at_r"]
     assert after > before + 0.06, (before, after)   # measured: 0.61 -> 0.72; linear probing alone: +0.14
     assert result.history[-1].loss < result.history[0].loss - 1.0
+    loader = data.train_loader(cfg, torch.device("cpu"))
+    for epoch in result.history:  # where each epoch's time went
+        assert epoch.images == len(loader) * cfg.data.batch_size
+        assert 0 < epoch.data_wait < epoch.seconds
+        assert (epoch.val_seconds > 0) == bool(epoch.metrics)
 
 
 def _params(model) -> dict[str, torch.Tensor]:

@@ -68,7 +68,8 @@ class TrainLoader:
         rng = np.random.default_rng([self.seed, self.epoch, 1])  # used by the one host thread, in batch order
         batches = iter(self.sampler)
         with ThreadPoolExecutor(1) as pool:
-            pending = [pool.submit(self._host_batch, b, rng) for b, _ in zip(batches, range(self.prefetch))]
+            # range first: zip(batches, range(n)) would pull, and drop, an (n+1)-th batch
+            pending = [pool.submit(self._host_batch, b, rng) for _, b in zip(range(self.prefetch), batches)]
             while pending:
                 images, device_work, labels, groups = pending.pop(0).result()
                 following = next(batches, None)

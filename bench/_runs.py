@@ -1,0 +1,61 @@
+"""Shared by the bench scripts that run searches: utilisation sampling and per-trial time accounting."""
+from __future__ import annotations
+
+import math
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+class UtilisationSampler:
+    """Mean GPU (nvidia-smi) or CPU (psutil) utilisation in percent, sampled twice a second."""
+
+    def __init__(self, gpu: bool) -> None:
+        self.gpu, self.samples, self._stop = gpu, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> float:
+        if self.gpu:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, check=True).stdout
+            return sum(float(v) for v in out.split()) / max(1, len(out.split()))
+        import psutil
+
+        return psutil.cpu_percent(interval=None)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.samples.append((time.time(), self._read()))
+
+    def __enter__(self) -> "UtilisationSampler":
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mean(self, start: float = 0.0, end: float = math.inf) -> float:
+        values = [v for t, v in self.samples if start <= t <= end]
+        return sum(values) / len(values) if values else math.nan
+
+
+def trial_times(run_dir: Path) -> list[dict]:
+    """Per trial: epochs, train / validation / data-wait / total seconds, images, first and last report time."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(run_dir))
+    rows = []
+    for frame in analysis.trial_dataframes.values():
+        if frame is None or not len(frame) or "seconds" not in frame:
+            continue
+        rows.append({"epochs": int(frame["training_iteration"].max()), "train": float(frame["seconds"].sum()),
+                     "val": float(frame.get("val_seconds", frame["seconds"] * 0).sum()),
+                     "wait": float(frame.get("data_wait", frame["seconds"] * 0).sum()),
+                     "images": int(frame.get("images", frame["seconds"] * 0).sum()),
+                     "total": float(frame["time_total_s"].max()),
+                     "start": float(frame["timestamp"].min() - frame["time_this_iter_s"].iloc[0]),
+                     "end": float(frame["timestamp"].max())})
+    return rows
