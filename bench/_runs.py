@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 class UtilisationSampler:
-    """Mean GPU (nvidia-smi) or CPU (psutil) utilisation in percent, sampled twice a second."""
+    """Mean GPU (nvidia-smi) or CPU (/proc/stat) utilisation in percent, sampled twice a second."""
 
     def __init__(self, gpu: bool) -> None:
         self.gpu, self.samples, self._stop = gpu, [], threading.Event()
@@ -20,9 +20,15 @@ class UtilisationSampler:
             out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
                                  capture_output=True, text=True, check=True).stdout
             return sum(float(v) for v in out.split()) / max(1, len(out.split()))
-        import psutil
+        return self._cpu_percent()
 
-        return psutil.cpu_percent(interval=None)
+    def _cpu_percent(self) -> float:
+        """Busy share of all CPUs since the previous reading, from /proc/stat (Linux)."""
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle, total = fields[3] + fields[4], sum(fields)  # idle + iowait
+        last_idle, last_total = getattr(self, "_last", (0.0, 0.0))
+        self._last = (idle, total)
+        return 100.0 * (1 - (idle - last_idle) / max(1e-9, total - last_total))
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):

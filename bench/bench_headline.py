@@ -91,8 +91,8 @@ def main() -> None:
     machine = (torch.cuda.get_device_name() if gpu
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     unit = "GPU" if gpu else "CPU"
-    lines = [f"{description}; {machine}, torch {torch.__version__}.", "", f"Command: `{' '.join(command[1:])}` "
-             "(paths shortened to the run folder).", "",
+    shown = " ".join(a.replace(str(work), "RUN").replace(f"{ROOT}/", "") for a in command[1:])
+    lines = [f"{description}; {machine}, torch {torch.__version__}.", "", f"Command: `{shown}` (RUN: the run's folder).", "",
              "| measure | value |", "|---|---:|",
              f"| wall time of the whole command (data generation and caching included) | {wall / 60:.1f} min |",
              f"| from the first trial's start to the last trial's end | {(last - first) / 60:.1f} min |",
