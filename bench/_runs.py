@@ -8,6 +8,20 @@ import time
 from pathlib import Path
 
 
+def cpu_jiffies() -> tuple[float, float]:
+    """(idle, total) CPU time of the whole machine in clock ticks, from /proc/stat (Linux)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the machine has spent busy (all cores, all processes) since boot."""
+    import os
+
+    idle, total = cpu_jiffies()
+    return (total - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class UtilisationSampler:
     """Mean GPU (nvidia-smi) or CPU (/proc/stat) utilisation in percent, sampled twice a second."""
 
@@ -23,9 +37,8 @@ class UtilisationSampler:
         return self._cpu_percent()
 
     def _cpu_percent(self) -> float:
-        """Busy share of all CPUs since the previous reading, from /proc/stat (Linux)."""
-        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle, total = fields[3] + fields[4], sum(fields)  # idle + iowait
+        """Busy share of all CPUs since the previous reading."""
+        idle, total = cpu_jiffies()
         last_idle, last_total = getattr(self, "_last", (0.0, 0.0))
         self._last = (idle, total)
         return 100.0 * (1 - (idle - last_idle) / max(1e-9, total - last_total))

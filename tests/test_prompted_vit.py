@@ -131,3 +131,22 @@ def test_evaluation_runs_the_sample_branch_only(batch):
     torch.testing.assert_close(out.embeddings, plain)
     assert torch.equal(model.semantic.state, state)
     torch.testing.assert_close(plain.norm(dim=1), torch.ones(len(images)))
+
+
+def test_shared_patch_tokens_give_what_two_separate_passes_give(batch):
+    """forward_train embeds the patches once for both passes: values and gradients as if it did twice."""
+    images, labels = batch[0].double(), batch[1]  # float64: summation order cannot hide a difference
+    model = _model(method="vptsp_gru", bitfit=True).double().train()
+    shared = model.forward_train(images, labels)
+    (shared.embeddings.sum() + shared.semantic.sum()).backward()
+    grad_shared = model.backbone.patch_embed.proj.bias.grad.clone()
+    model.zero_grad()
+
+    classes, inverse = torch.unique(labels, return_inverse=True)
+    rows = model.semantic.bank.gather(classes, images.device)
+    embeddings = model.head(model.encode(images, model.sample_prompts(len(images))))
+    semantic = model.semantic.head(model.encode(images, [None if r is None else r[inverse] for r in rows]))
+    (embeddings.sum() + semantic.sum()).backward()
+    torch.testing.assert_close(shared.embeddings, embeddings, rtol=0, atol=0)
+    torch.testing.assert_close(shared.semantic, semantic, rtol=0, atol=0)
+    torch.testing.assert_close(grad_shared, model.backbone.patch_embed.proj.bias.grad, rtol=1e-10, atol=1e-12)

@@ -113,10 +113,19 @@ class PromptedViT(nn.Module):
         return [p for p in self.parameters() if p.requires_grad and id(p) not in proxies]
 
     # -- forward -------------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor, layer_prompts: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
-        """Pooled backbone features (B, D) with ``layer_prompts[i]`` (B, n_i, D) around block i."""
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """The tokens (B, N, D) entering the first block: patches, position embedding, prefix tokens."""
         bb = self.backbone
-        x = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))
+        return bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))
+
+    def encode(self, images: torch.Tensor, layer_prompts: Sequence[Optional[torch.Tensor]],
+               tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pooled backbone features (B, D) with ``layer_prompts[i]`` (B, n_i, D) around block i.
+
+        ``tokens``: the images' :meth:`embed_patches`, when already computed (passes share them).
+        """
+        bb = self.backbone
+        x = self.embed_patches(images) if tokens is None else tokens
         num_tokens = x.shape[1]
         for i, block in enumerate(bb.blocks):
             prompts = layer_prompts[i]
@@ -145,9 +154,11 @@ class PromptedViT(nn.Module):
         ``groups`` is the batch's class grouping (the loader builds it on the host); computed here
         from ``labels`` when not given, which on a GPU costs host syncs.
         """
-        embeddings = self(images)
         if self.semantic is None:
-            return TrainOutput(embeddings, self.proxy_bias, None)
+            return TrainOutput(self(images), self.proxy_bias, None)
+        # Both passes start from the same patch tokens (the prompts join inside the blocks): embed once.
+        tokens = self.embed_patches(images)
+        embeddings = self.head(self.encode(images, self.sample_prompts(images.shape[0]), tokens))
         if groups is None:
             groups = BatchClasses.from_labels(labels)
         classes, inverse = groups.classes, groups.inverse
@@ -160,7 +171,7 @@ class PromptedViT(nn.Module):
             if sample is not None and sample[i] is not None:
                 prompts = sample[i] if prompts is None else torch.cat([sample[i], prompts], dim=1)
             layer_prompts.append(prompts)
-        semantic = self.semantic.head(self.encode(images, layer_prompts))
+        semantic = self.semantic.head(self.encode(images, layer_prompts, tokens))
         fresh = self.semantic.accumulate(semantic, groups)
         return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, classes), semantic)
 
