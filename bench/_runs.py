@@ -22,6 +22,21 @@ def busy_cpu_seconds() -> float:
     return (total - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def cub_sized_config(work: Path, **changes):
+    """The paper's CUB ViT-S/16 setting on a generated CUB-sized benchmark with random weights.
+
+    200 classes of 59 images at 256 px: 100 training classes and 5,900 training images, as CUB's;
+    random weights and generated images cost exactly the compute of the real run.
+    """
+    from semproxy.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    return Config.load(root / "experiments" / "cub200_vit_s.yaml").replace({
+        "backbone": "vit_small_patch16_224", "pretrained": False, "weights": None, "dataset": "synthetic",
+        "synthetic_classes": 200, "synthetic_per_class": 59, "synthetic_size": 256,
+        "data_root": str(work / "data"), "cache_dir": str(work / "cache"), **changes})
+
+
 class UtilisationSampler:
     """Mean GPU (nvidia-smi) or CPU (/proc/stat) utilisation in percent, sampled twice a second."""
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _runs import UtilisationSampler, trial_times
+from _runs import UtilisationSampler, cub_sized_config, trial_times
 from _tables import RESULTS, publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +37,7 @@ def plan(gpu: bool, args: argparse.Namespace, work: Path) -> tuple[list[str], st
     common = ["--space", str(ROOT / "search_spaces" / "vptsp.yaml"), "--dataset", "synthetic",
               "--storage", str(work / "runs"), "--name", "headline", "--scheduler", "asha"]
     if gpu:
-        from semproxy.config import Config
-
-        config = Config.load(ROOT / "experiments" / "cub200_vit_s.yaml").replace({
-            "backbone": "vit_small_patch16_224", "pretrained": False, "weights": None, "dataset": "synthetic",
-            "synthetic_classes": 200, "synthetic_per_class": 59, "synthetic_size": 256,
-            "data_root": str(work / "data"), "cache_dir": str(work / "cache")})
-        config.dump(work / "headline.yaml")
+        cub_sized_config(work).dump(work / "headline.yaml")
         trials, epochs = args.trials, args.max_epochs
         return common + ["--config", str(work / "headline.yaml"), "--num-samples", str(trials), "--max-epochs",
                          str(epochs), "--gpus-per-trial", str(1 / args.per_gpu),

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _runs import UtilisationSampler, trial_times
+from _runs import UtilisationSampler, cub_sized_config, trial_times
 from _tables import RESULTS, publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,14 +58,10 @@ def main() -> None:
         return
     import ray
 
-    from semproxy.config import Config
     from semproxy.data.prepared import prepare_data
 
     work = Path(tempfile.mkdtemp(prefix="semproxy-packing-"))
-    config = Config.load(ROOT / "experiments" / "cub200_vit_s.yaml").replace({
-        "backbone": "vit_small_patch16_224", "pretrained": False, "weights": None, "dataset": "synthetic",
-        "synthetic_classes": 200, "synthetic_per_class": 59, "synthetic_size": 256, "eval_every": args.epochs,
-        "data_root": str(work / "data"), "cache_dir": str(work / "cache"), "epochs": args.epochs})
+    config = cub_sized_config(work, eval_every=args.epochs, epochs=args.epochs)
     data = prepare_data(config)  # once: every trial maps the same cache
     ray.init(include_dashboard=False)
     start = time.time()
