@@ -83,7 +83,7 @@ class Trainer:
 
     def __init__(self, config: Config, data: PreparedData, device: torch.device, *, progress: bool = True) -> None:
         self.config, self.data, self.device, self.progress = config, data, device, progress
-        if device.type == "cpu":
+        if device.type == "cpu":  # activations are reused step after step instead of re-faulted
             keep_freed_host_memory()
         torch.manual_seed(config.optim.seed)
         self.loader = data.train_loader(config, device)
