@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-from .results import METRIC, read_search_file, read_trials
+from .results import METRIC, format_value, read_search_file, read_trials
 
 __all__ = ["write_report", "report_study", "read_curves", "asha_rungs"]
 
@@ -144,12 +144,8 @@ def _table_html(rows) -> str:
         cells = [r.trial_id, r.status, r.epochs, "" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}",
                  r.best_epoch, "" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}",
                  *[r.params.get(k, "") for k in keys], r.error or ""]
-        body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in cells) + "</tr>")
+        body.append("<tr>" + "".join(f"<td>{html.escape(format_value(c))}</td>" for c in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ..config import Config, ConfigError
 
 __all__ = ["SEARCH_FILE", "METRIC", "TrialRow", "read_trials", "best_trial", "export_best", "format_table",
-           "read_search_file"]
+           "format_value", "read_search_file"]
 
 SEARCH_FILE = "search.json"
 METRIC = "val_map_at_r"
@@ -96,7 +96,7 @@ def format_table(rows: list[TrialRow], limit: int = 10) -> str:
         values = [r.trial_id, r.status, str(r.epochs),
                   "-" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}", str(r.best_epoch),
                   "-" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}"]
-        values += [_short(r.params.get(k, "")) for k in keys]
+        values += [format_value(r.params.get(k, "")) for k in keys]
         lines.append(values)
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines)
@@ -104,7 +104,8 @@ def format_table(rows: list[TrialRow], limit: int = 10) -> str:
     return text + ("\nerrors:\n" + "\n".join(errors) if errors else "")
 
 
-def _short(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A parameter value as the trials tables show it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
