@@ -22,8 +22,8 @@ import time
 import torch
 
 from _tables import RESULTS, publish
+from bench_step import median, setup, sync
 from semproxy.config import Config
-from semproxy.host_memory import keep_freed_host_memory
 from semproxy.losses import ProxyAnchorLoss
 from semproxy.models import BatchClasses, build_model
 from semproxy.optim import build_optimizers
@@ -69,26 +69,11 @@ def cuda_step_peak(model, cfg: Config, batch_classes: int) -> int:
 
 def step_times(offload: bool, device: torch.device, steps: int) -> tuple[float, float]:
     """Median training step and median bank work (gather + row update) at CUB's size, in seconds."""
-    cfg = Config().replace({**SOP, "offload_class_prompts": offload})
-    torch.manual_seed(0)
-    model = build_model(cfg.model, 100).to(device).train()
-    optimizers = build_optimizers(model, cfg.optim)
-    bank, loss_fn = model.semantic.bank, ProxyAnchorLoss()
-    generator = torch.Generator().manual_seed(0)
-    step_seconds, bank_seconds = [], []
-    for _ in range(steps + 1):
-        labels = torch.randperm(100, generator=generator)[:32].repeat_interleave(2)
-        groups = BatchClasses.from_labels(labels).to(device)
-        images = torch.randn(64, 3, 224, 224, generator=generator).to(device)
-        sync(device)
-        start = time.perf_counter()
-        out = model.forward_train(images, labels.to(device), groups)
-        loss = loss_fn(out.embeddings, labels.to(device), out.proxies).loss
-        optimizers.zero_grad()
-        loss.backward()
-        optimizers.step()
-        sync(device)
-        step_seconds.append(time.perf_counter() - start)
+    sop = {k: v for k, v in SOP.items() if k not in ("backbone", "pretrained", "method")}
+    _, model, optimizers, step, _ = setup("vptsp_gru", 64, device.type, offload_class_prompts=offload, **sop)
+    step_seconds = [step()[0] for _ in range(steps + 1)][1:]  # the first step warms up
+    bank, generator = model.semantic.bank, torch.Generator().manual_seed(0)
+    bank_seconds = []
     for _ in range(20):  # the bank's own work, with gradients in place
         classes = torch.randperm(100, generator=generator)[:32].sort().values
         sync(device)
@@ -100,16 +85,7 @@ def step_times(offload: bool, device: torch.device, steps: int) -> tuple[float, 
         optimizers.bank.step()
         sync(device)
         bank_seconds.append(time.perf_counter() - start)
-    return median(step_seconds[1:]), median(bank_seconds)
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    return median(step_seconds), median(bank_seconds)
 
 
 def mib(n: int | None) -> str:
@@ -124,8 +100,6 @@ def main() -> None:
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    if not cuda:
-        keep_freed_host_memory()  # as the trainer does on CPU
     machine = (torch.cuda.get_device_name() if cuda
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     where = "cuda" if cuda else "meta (no GPU: where each tensor goes, not an allocator counter)"

@@ -31,8 +31,12 @@ METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru
 BEFORE_AFTER = ("vpt", "vptsp_gru")
 
 
-def setup(method: str, batch: int, device_name: str, keep_memory: bool = True):
-    """One configuration's model and a function running one timed training step of it."""
+def setup(method: str, batch: int, device_name: str, keep_memory: bool = True, **overrides):
+    """One configuration's model, optimisers and a function running one timed training step of it.
+
+    ViT-S/16 with random weights, 100 classes, batches of 2 images per class; ``overrides`` are
+    further config fields. Returns (device, model, optimizers, step, accumulate_seconds).
+    """
     import torch
 
     from semproxy.config import Config
@@ -45,7 +49,7 @@ def setup(method: str, batch: int, device_name: str, keep_memory: bool = True):
     if keep_memory and device.type == "cpu":  # as the trainer does
         keep_freed_host_memory()
     cfg = Config().replace({"backbone": "vit_small_patch16_224", "pretrained": False, "method": method,
-                            "adapter_layers": 7, "adapter_dim": 256, "batch_size": batch})
+                            "adapter_layers": 7, "adapter_dim": 256, "batch_size": batch, **overrides})
     torch.manual_seed(0)
     model = build_model(cfg.model, 100).to(device).train()
     optimizers = build_optimizers(model, cfg.optim)
@@ -83,7 +87,7 @@ def setup(method: str, batch: int, device_name: str, keep_memory: bool = True):
         sync(device)
         return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
 
-    return device, step, accumulate_seconds
+    return device, model, optimizers, step, accumulate_seconds
 
 
 def median(values: list[float]) -> float:
@@ -94,7 +98,7 @@ def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: 
     """Median step time (s), accumulator time, page faults per step and peak memory of one configuration."""
     import torch
 
-    device, step, accumulate_seconds = setup(method, batch, device_name, keep_memory)
+    device, _, _, step, accumulate_seconds = setup(method, batch, device_name, keep_memory)
     runs = [step() for _ in range(steps + 1)][1:]  # the first step warms up
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -105,8 +109,8 @@ def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: 
 
 def measure_pair(batch: int, steps: int, device_name: str) -> dict:
     """vptsp_gru / vpt with their steps alternating in one process: the ratio least exposed to drift."""
-    _, vpt_step, _ = setup("vpt", batch, device_name)
-    _, sp_step, _ = setup("vptsp_gru", batch, device_name)
+    vpt_step = setup("vpt", batch, device_name)[3]
+    sp_step = setup("vptsp_gru", batch, device_name)[3]
     vpt_step(), sp_step()  # warm-up
     pairs = [(vpt_step()[0], sp_step()[0]) for _ in range(steps)]
     return {"batch": batch, "vpt_s": median([a for a, _ in pairs]), "vptsp_gru_s": median([b for _, b in pairs]),
