@@ -18,6 +18,7 @@ from .config import Config, ConfigError
 from .data.prepared import prepare_data
 from .data.records import DatasetError
 from .evaluation import evaluate
+from .host_memory import keep_freed_host_memory
 from .models import BackboneError, build_model
 from .train import metric_names, resolve_device
 
@@ -31,6 +32,8 @@ def evaluate_checkpoint(path: str, overrides: list[str] = (), *, progress: bool 
     config = config.replace({"test_eval": True})
     data = prepare_data(config, with_test=True)
     device = resolve_device(config.eval.device)
+    if device.type == "cpu":  # as training does: activations reused batch after batch, not re-faulted
+        keep_freed_host_memory()
     model = build_model(config.model, len(np.unique(data.train.labels)))
     check_compatible(payload, config, model, where=str(path))
     state = model.state_dict()

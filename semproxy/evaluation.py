@@ -11,7 +11,6 @@ from tqdm.auto import tqdm
 from .data.cache import EvalImageCache
 from .data.loader import eval_batches
 from .data.prepared import PreparedData
-from .host_memory import keep_freed_host_memory
 from .metrics import retrieval_metrics
 from .models import PromptedViT
 
@@ -30,8 +29,6 @@ def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractCont
 def embed(model: PromptedViT, cache: EvalImageCache, data: PreparedData, batch_size: int, device: torch.device,
           *, amp: bool = True, progress: bool = True, desc: str = "embedding") -> np.ndarray:
     """(N, E) float32 embeddings of a cached split, in cache order."""
-    if device.type == "cpu":
-        keep_freed_host_memory()
     was_training = model.training
     model.eval()
     chunks = []
