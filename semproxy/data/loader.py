@@ -2,7 +2,9 @@
 
 Training: the class-balanced sampler picks indices and a background thread prepares the next batch
 from the memory-mapped cache while the device works on the current one: for a GPU the padded uint8
-batch, augmented there in one batched call; for the CPU the augmented uint8 crops themselves. Evaluation: fixed crops in order, normalised on the device.
+batch, augmented there in one batched call; for the CPU the augmented uint8 crops themselves. The
+thread also groups the batch's classes (``BatchClasses``), so the step needs no device sync for it.
+Evaluation: fixed crops in order, normalised on the device.
 Randomness depends only on (seed, epoch), so a resumed run sees the same batches.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ class TrainBatch(NamedTuple):
 
 
 class TrainLoader:
-    """Augmented :class:`TrainBatch` es on ``device``; labels are contiguous class indices [0, C)."""
+    """Augmented :class:`TrainBatch` objects on ``device``; labels are contiguous class indices [0, C)."""
 
     def __init__(self, cache: TrainImageCache, batch_size: int, samples_per_class: int, augment: BatchAugment,
                  device: torch.device | str = "cpu", seed: int = 0, prefetch: int = 2) -> None:
