@@ -134,7 +134,8 @@ def read_yaml(path, what: str) -> Any:
     import yaml
 
     try:
-        text = open(path, encoding="utf-8").read()
+        with open(path, encoding="utf-8") as handle:  # closed at once, not when collected
+            text = handle.read()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read {what} ({error.strerror or error})") from None
     try:
