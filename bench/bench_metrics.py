@@ -6,7 +6,8 @@ peak RSS it reports is that method's alone; PML runs under a timeout (it builds 
 (#classes x N) label-comparison matrix and loops over classes in Python).
 
 Methods:
-  ours      MAP@R, R-Precision, P@1, MAP@R(paper) and Recall@{1,2,4,8}: k = max(class size - 1, 8)
+  ours      MAP@R, R-Precision, P@1, MAP@R(paper) and Recall@{1,2,4,8}: k = max(largest class, 8)
+            (the paper's MAP@R looks at as many neighbours as the query's class has items)
   ours-sop  the same with Recall@{1,10,100,1000} (SOP's list): k = 1000
   pml       AccuracyCalculator(include=(precision_at_1, r_precision, mean_average_precision_at_r),
             k="max_bin_count"), CPU, default FaissKNN (IndexFlatL2): no Recall@K
@@ -156,7 +157,7 @@ def main() -> None:
         f"items, mean {args.per_class}), one subprocess per cell, best of {args.repeats} run(s). "
         "Times cover the metric call only (normalisation, kNN, metrics), not data generation or imports. "
         "Peak RSS is the whole process (Python + torch + data); 'extra' is peak minus RSS just before the call.\n\n"
-        "`ours` searches k = max(largest class - 1, 8); `ours-sop` k = 1000 for Recall@1000; PML searches "
+        "`ours` searches k = max(largest class, 8); `ours-sop` k = 1000 for Recall@1000; PML searches "
         "k = largest class - 1 and computes no Recall@K. "
         "MAP@R may differ from PML's around the 6th decimal: PML ranks by L2 distance (IndexFlatL2), we by "
         "inner product (IndexFlatIP), and float32 near-ties (similarities ~1e-8 apart) can come out in "

@@ -19,16 +19,17 @@ rel_i = 1 when the i-th neighbour has q's label:
 
 * ``recall@K``: fraction of ALL queries with rel_i = 1 for some i <= K. Queries with R = 0 count and
   score 0. This is the DML convention (Oh Song et al. 2016, Proxy-Anchor's ``calc_recall_at_k``);
-  PML has no Recall@K. K larger than the gallery is capped at the gallery size.
+  PML has no Recall@K. K larger than the retrievable items means all of them (a query with no
+  positive among them never counts as a hit).
 * ``precision@1``: mean of rel_1 over the queries with R > 0 (PML's ``precision_at_1``, which also
   leaves out "lone" queries). It equals ``recall@1`` when no query is lone.
 * ``map@r`` (Musgrave et al. 2020): mean over queries with R > 0 of (1/R) sum_{i<=R} P@i * rel_i,
   P@i = (1/i) sum_{j<=i} rel_j.
 * ``r_precision``: mean over queries with R > 0 of (1/R) sum_{i<=R} rel_i.
-* ``map@r_paper``: the paper code's variant, R_incl = class size INCLUDING the query = R + 1 in
-  leave-one-out: (1/(R+1)) sum_{i<=R} P@i * rel_i over the first R neighbours (self excluded), so a
-  perfect ranking of a class of n scores (n-1)/n. Same queries as ``map@r``. In query -> gallery mode
-  the query is not in the gallery, R_incl = R and it equals ``map@r``.
+* ``map@r_paper``: the paper code's variant, with n = class size INCLUDING the query = R + 1 in
+  leave-one-out: (1/n) sum_{i<=n} P@i * rel_i over the first n neighbours (self excluded; fewer when
+  only n - 1 exist), so a perfect ranking of a class of n scores (n-1)/n. Same queries as ``map@r``.
+  In query -> gallery mode the query is not in the gallery, n = R and it equals ``map@r``.
 * ``num_queries``: number of queries with R > 0 (those averaged by the last four).
 """
 from __future__ import annotations
@@ -50,14 +51,17 @@ GPU_MAX_K = 2048
 
 
 def _to_numpy(x: ArrayLike) -> np.ndarray:
+    """Tensors and sequences as numpy; floating tensors as float32 (numpy has no bfloat16)."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        return (x.float() if x.is_floating_point() else x).numpy()
     return np.asarray(x)
 
 
 def normalise(embeddings: ArrayLike) -> np.ndarray:
     """Return (N, D) embeddings as a C-contiguous float32 numpy array with unit L2 rows.
 
+    Accepts numpy arrays, sequences and torch tensors of any floating dtype (bfloat16 included).
     Zero rows stay zero. Non-finite values raise: a NaN embedding would silently poison the search.
     """
     x = np.ascontiguousarray(_to_numpy(embeddings), dtype=np.float32)
@@ -177,7 +181,8 @@ def retrieval_metrics(
     Args:
         embeddings, labels: the evaluation set in leave-one-out mode, or the gallery when
             ``query_embeddings``/``query_labels`` are given (query -> gallery, e.g. InShop).
-            Labels are any integers, not necessarily contiguous.
+            Embeddings are numpy or torch of any floating dtype (see ``normalise``); labels
+            are any integers, not necessarily contiguous.
         recall_ks: the K of Recall@K (e.g. (1, 10, 100, 1000) for SOP).
         chunk_size: queries per faiss search; memory is O(chunk_size * k).
         use_gpu: True / False / None (= GPU when faiss sees one).
@@ -202,30 +207,36 @@ def retrieval_metrics(
         if queries.shape[1] != gallery.shape[1]:
             raise ValueError(f"query width {queries.shape[1]} != gallery width {gallery.shape[1]}")
     r_all = _positives_per_query(q_labels, g_labels, leave_one_out)
+    n_all = r_all + int(leave_one_out)  # the paper's n: R, plus the query when it is in the gallery
     available = len(gallery) - int(leave_one_out)
-    k = min(max(int(r_all.max(initial=0)), max(recall_ks)), available)
+    k = min(max(int(n_all.max(initial=0)), max(recall_ks)), available)
+    # Sentinel rank for "no positive among the k searched": k is either >= every K or all the
+    # retrievable items, so such a query has no hit at any K.
+    no_hit = max(recall_ks)
 
     hits = {kk: 0 for kk in recall_ks}
     p1 = ap = ap_paper = r_prec = 0.0
     for start, _, idx in _iter_knn(gallery, queries, k, chunk_size, use_gpu):
         labels_q = q_labels[start:start + len(idx)]
-        same = g_labels[idx] == labels_q[:, None]                      # (n, k) rel_i
-        first_hit = np.where(same.any(axis=1), same.argmax(axis=1), k)  # 0-based rank of first positive
+        same = g_labels[idx] == labels_q[:, None]                           # (chunk, k) rel_i
+        first_hit = np.where(same.any(axis=1), same.argmax(axis=1), no_hit)  # 0-based rank of first positive
         for kk in recall_ks:
             hits[kk] += int((first_hit < kk).sum())
         r = r_all[start:start + len(idx)]
         has_pos = r > 0
         if not has_pos.any():
             continue
-        r, same = r[has_pos], same[has_pos, : int(r.max())]
-        ranks = np.arange(1, same.shape[1] + 1)
-        rel = same & (ranks[None, :] <= r[:, None])                     # rel_i for i <= R only
-        cum = np.cumsum(rel, axis=1, dtype=np.float64)
-        prec_sum = (cum * rel / ranks).sum(axis=1)                      # sum_{i<=R} P@i * rel_i
+        # Prefix sums over ranks; R <= k always, while the paper's window R + 1 may exceed k.
+        r, n = r[has_pos], n_all[start:start + len(idx)][has_pos]
+        window = np.minimum(n, k)
+        same = same[has_pos, : int(window.max())]
+        cum = np.cumsum(same, axis=1, dtype=np.float64)                    # sum_{j<=i} rel_j
+        prec_cum = np.cumsum(cum * same / np.arange(1, same.shape[1] + 1), axis=1)  # sum_{j<=i} P@j * rel_j
+        rows = np.arange(len(r))
         p1 += float(same[:, 0].sum())
-        ap += float((prec_sum / r).sum())
-        ap_paper += float((prec_sum / (r + int(leave_one_out))).sum())
-        r_prec += float((rel.sum(axis=1) / r).sum())
+        ap += float((prec_cum[rows, r - 1] / r).sum())
+        ap_paper += float((prec_cum[rows, window - 1] / n).sum())
+        r_prec += float((cum[rows, r - 1] / r).sum())
 
     n_total, n_pos = len(q_labels), int((r_all > 0).sum())
     out = {f"recall@{kk}": hits[kk] / n_total if n_total else float("nan") for kk in recall_ks}

@@ -12,6 +12,7 @@ How PML is compared, apples to apples:
   item of their label in the reference), as our precision@1 / r_precision / map@r do (R = 0).
 - PML has no Recall@K; ours counts every query (lone ones score 0), the DML convention, so
   recall@1 = precision@1 * num_queries / all queries. Recall@K is checked against brute force.
+- PML has no counterpart of the paper's MAP@R either: brute force and hand examples only.
 - PML excludes self by index too (k+1 searched, the last dropped when self is absent).
 Within-class duplicates cannot tell "drop column 0" from exclusion by index (both leave the same
 label sequence); test_self_excluded_by_index_not_by_column_zero uses cross-label twins for that.
@@ -60,30 +61,36 @@ def data() -> dict[str, np.ndarray]:
             "queries": q_emb, "q_labels": np.where(q_lab < 15, code[q_lab], 10_000 + q_lab)}
 
 
-def _brute_ranking(q: np.ndarray, g: np.ndarray, leave_one_out: bool) -> np.ndarray:
-    """Full similarity matrix, argsort; self moved last by index and removed."""
-    sims = normalise(q).astype(np.float64) @ normalise(g).astype(np.float64).T
-    if leave_one_out:
-        np.fill_diagonal(sims, -np.inf)
-    order = np.argsort(-sims, axis=1, kind="stable")
-    return order[:, :-1] if leave_one_out else order
+def _unit64(x: np.ndarray) -> np.ndarray:
+    """Unit rows in float64 (the brute force's own, not semproxy.metrics.normalise)."""
+    x = x.astype(np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _brute_metrics(q_labels: np.ndarray, g_labels: np.ndarray, order: np.ndarray,
+def _brute_metrics(q_emb: np.ndarray, q_labels: np.ndarray, g_emb: np.ndarray, g_labels: np.ndarray,
                    ks: tuple[int, ...], leave_one_out: bool) -> dict[str, float]:
-    """Textbook definitions, one query at a time."""
+    """Textbook definitions in float64, one query at a time, from the full similarity matrix.
+
+    Written apart from semproxy.metrics (its own normalisation, no faiss, no k): leave-one-out
+    removes query i's own index i from its ranking; a K past the end simply takes every item.
+    """
+    sims = _unit64(q_emb) @ _unit64(g_emb).T
     rec = {k: [] for k in ks}
     ap, ap_paper, rp, p1 = [], [], [], []
     for i, y in enumerate(q_labels):
-        rel = (g_labels[order[i]] == y).astype(float)
+        order = np.argsort(-sims[i], kind="stable")
+        if leave_one_out:
+            order = order[order != i]
+        rel = (g_labels[order] == y).astype(float)
         for k in ks:
             rec[k].append(rel[:k].any())
-        r = int((g_labels == y).sum()) - int(leave_one_out)
+        r = int(rel.sum())             # R: positives among all retrievable items
+        n = r + int(leave_one_out)     # the paper's n: class size counting the query
         if r == 0:
             continue
-        prec_at = np.cumsum(rel[:r]) / np.arange(1, r + 1)
-        ap.append((prec_at * rel[:r]).sum() / r)
-        ap_paper.append((prec_at * rel[:r]).sum() / (r + int(leave_one_out)))  # R_incl = class size
+        prec_rel = np.cumsum(rel) / np.arange(1, len(rel) + 1) * rel  # P@i * rel_i
+        ap.append(prec_rel[:r].sum() / r)
+        ap_paper.append(prec_rel[:n].sum() / n)
         rp.append(rel[:r].sum() / r)
         p1.append(rel[0])
     out = {f"recall@{k}": float(np.mean(rec[k])) for k in ks}
@@ -130,8 +137,7 @@ def test_query_gallery_matches_pml(data):
 def test_leave_one_out_matches_brute_force(data):
     ours = retrieval_metrics(torch.from_numpy(data["emb"]), torch.from_numpy(data["labels"]),
                              recall_ks=KS, use_gpu=False)
-    brute = _brute_metrics(data["labels"], data["labels"], _brute_ranking(data["emb"], data["emb"], True),
-                           KS, leave_one_out=True)
+    brute = _brute_metrics(data["emb"], data["labels"], data["emb"], data["labels"], KS, leave_one_out=True)
     assert ours == pytest.approx(brute, abs=1e-9)
     assert ours["map@r_paper"] < ours["map@r"]
 
@@ -139,8 +145,63 @@ def test_leave_one_out_matches_brute_force(data):
 def test_query_gallery_matches_brute_force(data):
     ours = retrieval_metrics(data["gallery"], data["g_labels"], recall_ks=KS, use_gpu=False,
                              query_embeddings=data["queries"], query_labels=data["q_labels"])
-    order = _brute_ranking(data["queries"], data["gallery"], False)
-    assert ours == pytest.approx(_brute_metrics(data["q_labels"], data["g_labels"], order, KS, False), abs=1e-9)
+    brute = _brute_metrics(data["queries"], data["q_labels"], data["gallery"], data["g_labels"], KS, False)
+    assert ours == pytest.approx(brute, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_sets_match_brute_force(seed):
+    # Small random sets: classes of one item, labels absent from the gallery, K past the gallery.
+    rng = np.random.default_rng(seed)
+    sizes = np.concatenate([rng.integers(1, 8, size=rng.integers(3, 9)), [1, 1]])
+    labels = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    emb = _clustered(rng, labels, dim=8)
+    ks = (1, 2, 5, len(labels) + 3)
+    ours = retrieval_metrics(emb, labels, recall_ks=ks, use_gpu=False)
+    assert ours == pytest.approx(_brute_metrics(emb, labels, emb, labels, ks, True), abs=1e-9)
+    # query -> gallery: ~40% of the items query the rest; the two lone classes only query
+    is_query = (rng.random(len(labels)) < 0.4) | (labels >= len(sizes) - 2)
+    q, g = (emb[is_query], labels[is_query]), (emb[~is_query], labels[~is_query])
+    ours = retrieval_metrics(*g, recall_ks=ks, query_embeddings=q[0], query_labels=q[1], use_gpu=False)
+    assert ours == pytest.approx(_brute_metrics(*q, *g, ks, False), abs=1e-9)
+    assert ours["map@r_paper"] == ours["map@r"]
+
+
+def test_paper_variant_averages_over_the_class_size_window():
+    # Query 0's neighbours are item 2 (other label) then item 1: rel = (0, 1), n = 2, so
+    # (1/2) * (P@2 * rel_2) = (1/2) * (1/2); a window of R = 1 neighbour would score 0.
+    emb = np.array([[1, 0], [0, 1], [0.7071, 0.7071]], dtype=np.float32)
+    m = retrieval_metrics(emb, np.array([0, 0, 1]), use_gpu=False)
+    assert m["map@r_paper"] == 0.25 and m["map@r"] == 0.0 and m["num_queries"] == 2
+    # One class over the whole set: the window n = 4 exceeds the 3 other items and is cut there.
+    one = retrieval_metrics(np.random.default_rng(0).normal(size=(4, 3)), np.zeros(4, int), use_gpu=False)
+    assert one["map@r"] == 1.0 and one["map@r_paper"] == pytest.approx(3 / 4)
+
+
+def test_recall_never_counts_queries_without_a_positive():
+    # No query has a same-class item, so no K, however far past the gallery, finds one.
+    emb, labels = np.array([[1, 0], [0.6, 0.8]], dtype=np.float32), np.array([3, 4])
+    m = retrieval_metrics(emb, labels, recall_ks=(1, 2, 10), use_gpu=False)
+    assert m["recall@1"] == m["recall@2"] == m["recall@10"] == 0.0
+    qg = retrieval_metrics(emb, labels, recall_ks=(1, 3), query_embeddings=emb[:1], query_labels=np.array([5]),
+                           use_gpu=False)
+    assert qg["recall@1"] == qg["recall@3"] == 0.0
+
+
+def test_bfloat16_equals_float32_of_the_rounded_values(data):
+    def run(x: torch.Tensor) -> tuple[dict[str, float], dict[str, float], np.ndarray, np.ndarray]:
+        """Leave-one-out, the first 50 items querying the rest, normalise and knn."""
+        y = data["labels"]
+        return (retrieval_metrics(x, y, recall_ks=KS, use_gpu=False),
+                retrieval_metrics(x[50:], y[50:], recall_ks=KS, query_embeddings=x[:50], query_labels=y[:50],
+                                  use_gpu=False),
+                normalise(x), knn(x, 5, use_gpu=False)[1])
+
+    bf16 = torch.from_numpy(data["emb"]).to(torch.bfloat16)
+    got, want = run(bf16), run(bf16.float())
+    assert got[:2] == want[:2]
+    np.testing.assert_array_equal(got[2], want[2])
+    np.testing.assert_array_equal(got[3], want[3])
 
 
 def test_paper_variant_perfect_ranking_scores_n_minus_1_over_n():
@@ -205,7 +266,8 @@ def test_k_capped_by_gallery_and_inputs_validated():
         retrieval_metrics(emb, labels, query_embeddings=emb, use_gpu=False)
 
 
-@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU (faiss-gpu is not installed)")
 def test_gpu_equals_cpu(data):
     cpu = retrieval_metrics(data["emb"], data["labels"], recall_ks=KS, use_gpu=False, chunk_size=50)
     gpu = retrieval_metrics(data["emb"], data["labels"], recall_ks=KS, use_gpu=True, chunk_size=50)
