@@ -114,6 +114,24 @@ def test_row_optimizer_state_dict_resumes_exactly():
     assert torch.equal(table_a, table_b)
 
 
+@pytest.mark.parametrize("algorithm", ["sgd", "adamw"])
+def test_loaded_row_optimizer_state_sits_on_each_tables_device(algorithm):
+    """Torch's load_state_dict leaves a state named 'step' on the CPU: the per-row step table must
+    follow its table (on a GPU, the first step after a resume indexed across devices)."""
+    table = torch.randn(4, 2, 3)
+    rows = table.index_select(0, torch.tensor([1, 3])).requires_grad_()
+    rows.grad = torch.ones_like(rows)
+    saved = RowSparseOptimizer([table], algorithm, lr=0.1)
+    saved.set_active(torch.tensor([1, 3]), [rows])
+    saved.step()
+    elsewhere = torch.empty(4, 2, 3, device="meta")  # stands in for a GPU: any device but the CPU
+    loaded = RowSparseOptimizer([elsewhere], algorithm, lr=0.1)
+    loaded.load_state_dict(saved.state_dict())
+    state = loaded.state[elsewhere]
+    assert "step" in state and len(state) == (2 if algorithm == "sgd" else 3)
+    assert {name: value.device.type for name, value in state.items()} == {name: "meta" for name in state}
+
+
 def test_learning_rate_schedulers_drive_the_row_optimizer():
     opt = RowSparseOptimizer([torch.zeros(2, 2)], "sgd", lr=1.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
@@ -122,7 +140,7 @@ def test_learning_rate_schedulers_drive_the_row_optimizer():
     assert opt.param_groups[0]["lr"] < 1.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_offload_on_gpu_keeps_the_bank_in_pinned_host_memory():
     torch.manual_seed(0)
     model = build_model(micro_config(method="vptsp_gru", offload_class_prompts=True), NUM_CLASSES).cuda().train()
@@ -137,7 +155,7 @@ def test_offload_on_gpu_keeps_the_bank_in_pinned_host_memory():
     assert not torch.equal(after[[0, 3]], before[[0, 3]]) and torch.equal(after[[1, 2]], before[[1, 2]])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_a_training_step_with_a_host_built_grouping_never_waits_for_the_gpu():
     from semproxy.config import OptimConfig
     from semproxy.losses import ProxyAnchorLoss
@@ -147,7 +165,7 @@ def test_a_training_step_with_a_host_built_grouping_never_waits_for_the_gpu():
     torch.manual_seed(0)
     model = build_model(micro_config(method="vptsp_gru"), NUM_CLASSES).cuda().train()
     optimizers = build_optimizers(model, OptimConfig(optimizer="adamw"))
-    labels = torch.tensor([1, 1, 4, 4, 6, 6])
+    labels = torch.tensor([1, 1, 4, 4, 5, 5])  # classes of a 6-class model
     groups = BatchClasses.from_labels(labels).pin_memory().to("cuda", non_blocking=True)
     images = torch.randn(6, 3, 32, 32).pin_memory().to("cuda", non_blocking=True)
     labels = labels.pin_memory().to("cuda", non_blocking=True)

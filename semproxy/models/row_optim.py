@@ -52,6 +52,22 @@ class RowSparseOptimizer(Optimizer):
         """Register the touched row indices and their gathered copies (one per table, in order)."""
         self._index, self._rows = index, list(rows)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load as ``torch.optim.Optimizer`` does, then put every state tensor beside its table.
+
+        Torch keeps a state entry named ``step`` where it was loaded (the CPU): right for its own
+        scalar step counts, wrong for the per-row step table here, which must sit with its table
+        (a GPU table would otherwise be indexed with a CPU table at the next step). Buffers of
+        pinned (offloaded) tables are pinned again, so their copies stay asynchronous.
+        """
+        super().load_state_dict(state_dict)
+        for table in (p for group in self.param_groups for p in group["params"]):
+            state = self.state.get(table, {})
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    value = value.to(table.device)
+                    state[name] = value.pin_memory() if table.is_pinned() and not value.is_pinned() else value
+
     def _state_for(self, table: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[table]
         if not state:
