@@ -11,6 +11,16 @@ from semproxy.config import ModelConfig
 NUM_CLASSES = 6
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason) where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run on one: python bench/gpu_check.py)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def micro_config(**overrides) -> ModelConfig:
     """The micro ViT (32 px, D=64, 12 blocks) with small prompt counts and depths."""
     base = ModelConfig(

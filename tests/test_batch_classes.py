@@ -1,6 +1,7 @@
 """The host-built class grouping of a batch, against a plain Python reference."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from semproxy.models import BatchClasses, build_model
 from conftest import micro_config
@@ -48,3 +49,41 @@ def test_given_grouping_gives_the_same_training_forward_as_labels_alone():
     given = model.forward_train(images, labels, BatchClasses.from_labels(labels))
     torch.testing.assert_close(given.proxies, derived.proxies, rtol=0, atol=0)
     torch.testing.assert_close(given.semantic, derived.semantic, rtol=0, atol=0)
+
+
+class _FloatOpCounter(TorchDispatchMode):
+    """Counts the aten operations on floating-point tensors (images, parameters) dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in (*args, *(kwargs or {}).values()) if isinstance(a, torch.Tensor)]
+        self.ops += any(t.is_floating_point() for t in tensors)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["vpt", "vptsp_gru"])
+@pytest.mark.parametrize("labels", [[1, 1, 4, 4, 6, 6], [-1, -1, 0, 0, 2, 2]])
+def test_labels_outside_the_classes_are_refused_on_the_host_before_any_computation(method, labels):
+    model = build_model(micro_config(method=method), 6).train()
+    labels = torch.tensor(labels)
+    groups = BatchClasses.from_labels(labels)
+    with _FloatOpCounter() as counter, pytest.raises(ValueError, match=r"labels must be class indices in \[0, 6\)"):
+        model.forward_train(torch.randn(6, 3, 32, 32), labels, groups)
+    assert counter.ops == 0
+    with pytest.raises(ValueError, match=r"in \[0, 6\)"):  # without a grouping: the same check
+        model.forward_train(torch.randn(6, 3, 32, 32), labels)
+
+
+@pytest.mark.gpu
+def test_an_out_of_range_label_on_a_gpu_leaves_cuda_usable():
+    """A device-side assert would break every later CUDA call of the process: the host check comes first."""
+    model = build_model(micro_config(method="vptsp_gru"), 6).cuda().train()
+    labels = torch.tensor([1, 1, 4, 4, 6, 6])
+    groups = BatchClasses.from_labels(labels).to("cuda")
+    with pytest.raises(ValueError, match="labels must be class indices"):
+        model.forward_train(torch.randn(6, 3, 32, 32, device="cuda"), labels.cuda(), groups)
+    torch.cuda.synchronize()
+    assert float(torch.ones(3, device="cuda").sum()) == 3.0

@@ -55,6 +55,19 @@ class BatchClasses:
             mask[group, slot] = True
         return cls(classes, inverse, order, group, slot, mask, group_size, classes.cpu())
 
+    def check_labels(self, num_classes: int) -> None:
+        """Raise ValueError when a label lies outside [0, ``num_classes``).
+
+        Reads ``host_classes`` only, so it never waits for a GPU and runs before any kernel: on a
+        GPU an out-of-range label would otherwise be a device-side assert that breaks every later
+        CUDA call of the process.
+        """
+        classes = self.host_classes
+        if classes.numel() and (int(classes[0]) < 0 or int(classes[-1]) >= num_classes):
+            bad = classes[(classes < 0) | (classes >= num_classes)].tolist()
+            raise ValueError(f"labels must be class indices in [0, {num_classes}), got {bad[:5]}"
+                             + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
+
     @property
     def num_groups(self) -> int:
         return self.classes.numel()

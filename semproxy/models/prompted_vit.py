@@ -152,15 +152,17 @@ class PromptedViT(nn.Module):
         """Embeddings plus the proxies for the loss; for vptsp also runs the proxy pass.
 
         ``groups`` is the batch's class grouping (the loader builds it on the host); computed here
-        from ``labels`` when not given, which on a GPU costs host syncs.
+        from ``labels`` when not given, which on a GPU costs host syncs. Labels outside
+        [0, num_classes) are a ValueError raised on the host before any kernel runs.
         """
+        if groups is None:
+            groups = BatchClasses.from_labels(labels)
+        groups.check_labels(self.num_classes)
         if self.semantic is None:
             return TrainOutput(self(images), self.proxy_bias, None)
         # Both passes start from the same patch tokens (the prompts join inside the blocks): embed once.
         tokens = self.embed_patches(images)
         embeddings = self.head(self.encode(images, self.sample_prompts(images.shape[0]), tokens))
-        if groups is None:
-            groups = BatchClasses.from_labels(labels)
         classes, inverse = groups.classes, groups.inverse
         bank = self.semantic.bank
         class_rows = bank.gather(groups.classes_on(bank.storage_device), images.device)
