@@ -1,6 +1,7 @@
 """`prepare`: verify and extract release archives (built here) into the layout the readers expect."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 import zipfile
@@ -10,7 +11,7 @@ import pytest
 from fake_layouts import make_cub_official, make_sop
 from semproxy.data import DatasetError, load_benchmark
 from semproxy.data.__main__ import main as data_main
-from semproxy.data.datasets import Source
+from semproxy.data.datasets import DATASETS, Source
 from semproxy.data.prepare import _download, prepare
 
 
@@ -79,3 +80,23 @@ def test_offline_download_says_what_to_do(tmp_path):
     assert not list((tmp_path / "dl").glob("*"))  # no partial file left
     with pytest.raises(DatasetError, match="has no direct download .*Google Drive"):
         prepare("inshop", tmp_path / "data")
+
+
+@pytest.mark.parametrize("root_exists", [False, True])
+def test_a_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch, root_exists):
+    offline = Source("CUB_200_2011.tgz", url="http://127.0.0.1:9/CUB_200_2011.tgz", marker="CUB_200_2011/images.txt")
+    monkeypatch.setitem(DATASETS, "cub200", dataclasses.replace(DATASETS["cub200"], sources=(offline,)))
+    root = tmp_path / "data" / "cub200"
+    if root_exists:
+        root.mkdir(parents=True)
+    with pytest.raises(DatasetError, match="cannot download"):
+        prepare("cub200", root)
+    assert not (root / ".downloads").exists()
+    assert root.exists() == root_exists and (tmp_path / "data").exists() == root_exists  # ours removed, yours kept
+
+
+def test_a_data_root_under_a_file_is_a_one_line_error(tmp_path):
+    archive = _tar_dir(make_cub_official(tmp_path / "src"), tmp_path / "CUB_200_2011.tgz")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DatasetError, match=r"data root .*file/data: cannot create it \(.*file is a file, not a folder\)"):
+        prepare("cub200", tmp_path / "file" / "data", [archive], check_md5=False)

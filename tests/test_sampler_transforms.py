@@ -1,12 +1,12 @@
 """Class-balanced sampler, RandomResizedCrop boxes and the batched augmentation."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from semproxy.config import ConfigError
 from semproxy.data import BatchAugment, ClassBalancedBatchSampler
 from semproxy.data.transforms import normalise, sample_crop_boxes
 
@@ -45,11 +45,13 @@ def test_small_classes_are_sampled_with_repetition():
 
 
 @pytest.mark.parametrize("batch,k,classes,message", [
-    (7, 2, 10, "not a multiple"), (24, 2, 10, "12 classes per batch, but there are only 10"),
+    (7, 2, 10, "batch_size 7 is not a multiple of samples_per_class 2"),
+    (24, 2, 10, "batch_size 24 / samples_per_class 2 = 12 classes per batch, but the training split has only 10 classes"),
 ])
-def test_impossible_batches_are_refused(batch, k, classes, message):
-    with pytest.raises(ValueError, match=message):
+def test_impossible_batches_are_one_line_config_errors(batch, k, classes, message):
+    with pytest.raises(ConfigError, match=message) as info:
         ClassBalancedBatchSampler(np.repeat(np.arange(classes), 4), batch, k)
+    assert "\n" not in str(info.value)
 
 
 def test_crop_boxes_follow_random_resized_crop():

@@ -1,8 +1,10 @@
 """Decode every image once into uint8 arrays on disk, memory-mapped read-only by every trial.
 
-Two kinds of cache, each a folder named by a hash of its inputs (file list, labels, sizes,
-interpolation), written to a temporary folder and renamed into place when complete, so a crash
-never leaves half a cache and concurrent builders do not collide:
+Two kinds of cache, each a folder named by a hash of its inputs (file list, labels, each file's size
+and mtime, image sizes, interpolation), written to a temporary folder and renamed into place when
+complete, so a crash never leaves half a cache and concurrent builders do not collide; a replaced or
+repaired image gives a new cache. The free space is checked and the pixel file's blocks reserved
+before decoding, so a full disk is a one-line error naming ``cache_dir``, never a SIGBUS:
 
 - training images, shorter side resized to ``short_side`` (longer side capped at twice that),
   kept with their own shapes in one flat buffer: random crops still see the whole image;
@@ -16,19 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .files import allocate_npy, format_bytes, is_disk_full, make_folder, staged
 from .records import DatasetError, ImageList
 from .transforms import Interpolation
 
@@ -37,6 +41,7 @@ __all__ = ["TrainImageCache", "EvalImageCache", "build_train_cache", "build_eval
 
 CACHE_VERSION = 1
 _FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+T = TypeVar("T")
 
 
 class UnreadableImageWarning(UserWarning):
@@ -112,10 +117,20 @@ def _open_eval(folder: Path, labels: np.ndarray, paths: tuple[str, ...]) -> Eval
 _OPENERS = {TrainImageCache: _open_train, EvalImageCache: _open_eval}
 
 
+def _file_state(path: str) -> str:
+    """Size and modification time, so a replaced or repaired image changes the cache key (one stat, ~3 us)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}\t{stat.st_mtime_ns}"
+
+
 def _cache_key(images: ImageList, **settings) -> str:
+    """A hash of the settings and of each image's path, label, size and mtime."""
     digest = hashlib.sha256(json.dumps({"version": CACHE_VERSION, **settings}, sort_keys=True).encode())
     for path, label in zip(images.paths, images.labels.tolist()):
-        digest.update(f"{path}\t{label}\n".encode())
+        digest.update(f"{path}\t{label}\t{_file_state(path)}\n".encode())
     return digest.hexdigest()[:24]
 
 
@@ -156,19 +171,55 @@ def _check_bad(bad: list[str], total: int, max_bad_fraction: float, what: str) -
                   + (" ..." if len(bad) > 3 else ""), UnreadableImageWarning, stacklevel=3)
 
 
+def _parallel(fn: Callable[[int], T], count: int, workers: int, desc: Optional[str] = None) -> list[T]:
+    """``[fn(i) for i in range(count)]`` on ``workers`` threads; on any failure (Ctrl-C too) the
+    calls not yet started are cancelled, so the caller can clean up at once."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        results = pool.map(fn, range(count))
+        return list(tqdm(results, total=count, desc=desc, leave=False) if desc else results)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _index_bytes(count: int) -> int:
+    """Room for ``index.npz`` (three int64 arrays) and the files' block rounding."""
+    return 32 * count + (64 << 10)
+
+
+@contextmanager
+def _building(cache_dir: Path, key: str, need: int, desc: str) -> Iterator[Path]:
+    """A temporary folder in ``cache_dir`` for a cache of ``need`` bytes; the block renames it into place.
+
+    The free space is checked first; the folder is removed on any failure; a disk that fills up
+    meanwhile (another process) is the same one-line error as too little space up front.
+    """
+    make_folder(cache_dir, "cache_dir")
+    if need > shutil.disk_usage(cache_dir).free:
+        raise _too_full(cache_dir, need, desc)
+    with staged(cache_dir / key) as tmp:
+        try:
+            yield tmp
+        except OSError as error:
+            if is_disk_full(error):  # said while the disk is still full: staged() frees it after
+                raise _too_full(cache_dir, need, desc) from None
+            raise
+
+
+def _too_full(cache_dir: Path, need: int, desc: str) -> DatasetError:
+    """What is full, what the cache needs and what is free now."""
+    return DatasetError(f"cache_dir {cache_dir}: {desc} needs {format_bytes(need)}, "
+                        f"{format_bytes(shutil.disk_usage(cache_dir).free)} free; free some space there or "
+                        f"point cache_dir (or SEMPROXY_CACHE) at another disk")
+
+
 def _publish(tmp: Path, final: Path) -> None:
     try:
         tmp.rename(final)
     except OSError:  # another process published the same cache first
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _prepare_folder(cache_dir: Path, key: str) -> tuple[Path, Optional[Path]]:
-    final = cache_dir / key
-    if (final / "index.npz").is_file():
-        return final, None
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return final, Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+        if not (final / "index.npz").is_file():
+            raise DatasetError(f"cache folder {final} exists but is incomplete (no index.npz); delete it") from None
 
 
 def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional[Path] = None,
@@ -177,37 +228,37 @@ def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional
     """Decode and resize ``images`` once (or reuse the cache) and map it read-only."""
     cache_dir = Path(cache_dir or default_cache_dir())
     key = _cache_key(images, kind="train", short_side=short_side, interpolation=interpolation)
-    final, tmp = _prepare_folder(cache_dir, key)
-    if tmp is not None:
-        with ThreadPoolExecutor(workers) as pool:
-            headers = list(pool.map(_header_size, images.paths))
+    final = cache_dir / key
+    if not (final / "index.npz").is_file():
+        headers = _parallel(lambda i: _header_size(images.paths[i]), len(images), workers)
         bad = [p for p, s in zip(images.paths, headers) if s is None]
         kept = [i for i, s in enumerate(headers) if s is not None]
         shapes = np.array([_train_shape(*headers[i], short_side) for i in kept], dtype=np.int64).reshape(-1, 2)
         sizes = shapes[:, 0] * shapes[:, 1] * 3
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        pixels = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(int(sizes.sum()),))
+        total = int(sizes.sum())
+        with _building(cache_dir, key, total + _index_bytes(len(kept)), desc) as tmp:
+            pixels = allocate_npy(tmp / "pixels.npy", (total,))
 
-        def decode(slot: int) -> Optional[str]:
-            path = images.paths[kept[slot]]
-            h, w = shapes[slot]
-            try:
-                image = _open_rgb(path, (h, w)).resize((w, h), _FILTERS[interpolation])
-            except Exception:  # noqa: BLE001 - e.g. a truncated JPEG whose header was fine
-                return path
-            pixels[offsets[slot]:offsets[slot] + sizes[slot]] = np.asarray(image).reshape(-1)
-            return None
+            def decode(slot: int) -> Optional[str]:
+                path = images.paths[kept[slot]]
+                h, w = shapes[slot]
+                try:
+                    image = _open_rgb(path, (h, w)).resize((w, h), _FILTERS[interpolation])
+                except Exception:  # noqa: BLE001 - e.g. a truncated JPEG whose header was fine
+                    return path
+                pixels[offsets[slot]:offsets[slot] + sizes[slot]] = np.asarray(image).reshape(-1)
+                return None
 
-        with ThreadPoolExecutor(workers) as pool:
-            failed = list(tqdm(pool.map(decode, range(len(kept))), total=len(kept), desc=desc, leave=False))
-        good = np.array([f is None for f in failed], dtype=bool)
-        bad += [f for f in failed if f is not None]
-        _check_bad(bad, len(images), max_bad_fraction, desc)
-        pixels.flush()
-        del pixels
-        kept_idx = np.asarray(kept, dtype=np.int64)[good]
-        np.savez(tmp / "index.npz", offsets=offsets[good], shapes=shapes[good], kept=kept_idx)
-        _publish(tmp, final)
+            failed = _parallel(decode, len(kept), workers, desc)
+            good = np.array([f is None for f in failed], dtype=bool)
+            bad += [f for f in failed if f is not None]
+            _check_bad(bad, len(images), max_bad_fraction, desc)
+            pixels.flush()
+            del pixels
+            kept_idx = np.asarray(kept, dtype=np.int64)[good]
+            np.savez(tmp / "index.npz", offsets=offsets[good], shapes=shapes[good], kept=kept_idx)
+            _publish(tmp, final)
     kept = np.load(final / "index.npz")["kept"]
     return _open_train(final, images.labels[kept], tuple(images.paths[i] for i in kept))
 
@@ -218,30 +269,30 @@ def build_eval_cache(images: ImageList, size: int, resize: int, *, cache_dir: Op
     """Resize(shorter side ``resize``) + CenterCrop(``size``) once per image (or reuse the cache)."""
     cache_dir = Path(cache_dir or default_cache_dir())
     key = _cache_key(images, kind="eval", size=size, resize=resize, interpolation=interpolation)
-    final, tmp = _prepare_folder(cache_dir, key)
-    if tmp is not None:
-        pixels = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(images), size, size, 3))
+    final = cache_dir / key
+    if not (final / "index.npz").is_file():
+        shape = (len(images), size, size, 3)
+        with _building(cache_dir, key, math.prod(shape) + _index_bytes(len(images)), desc) as tmp:
+            pixels = allocate_npy(tmp / "pixels.npy", shape)
 
-        def decode(index: int) -> Optional[str]:
-            try:
-                image = Image.open(images.paths[index])
-                h, w = _resized_shape(image.height, image.width, resize)
-                image.draft("RGB", (w, h))
-                image = image.convert("RGB").resize((w, h), _FILTERS[interpolation])
-                top, left = int(round((h - size) / 2)), int(round((w - size) / 2))
-                pixels[index] = np.asarray(image.crop((left, top, left + size, top + size)))
-            except Exception:  # noqa: BLE001 - reported together below
-                return images.paths[index]
-            return None
+            def decode(index: int) -> Optional[str]:
+                try:
+                    image = Image.open(images.paths[index])
+                    h, w = _resized_shape(image.height, image.width, resize)
+                    image.draft("RGB", (w, h))
+                    image = image.convert("RGB").resize((w, h), _FILTERS[interpolation])
+                    top, left = int(round((h - size) / 2)), int(round((w - size) / 2))
+                    pixels[index] = np.asarray(image.crop((left, top, left + size, top + size)))
+                except Exception:  # noqa: BLE001 - reported together below
+                    return images.paths[index]
+                return None
 
-        with ThreadPoolExecutor(workers) as pool:
-            failed = list(tqdm(pool.map(decode, range(len(images))), total=len(images), desc=desc, leave=False))
-        bad = [f for f in failed if f is not None]
-        _check_bad(bad, len(images), max_bad_fraction, desc)
-        pixels.flush()
-        del pixels
-        np.savez(tmp / "index.npz", kept=np.array([f is None for f in failed]).nonzero()[0])
-        _publish(tmp, final)
+            failed = _parallel(decode, len(images), workers, desc)
+            bad = [f for f in failed if f is not None]
+            _check_bad(bad, len(images), max_bad_fraction, desc)
+            pixels.flush()
+            del pixels
+            np.savez(tmp / "index.npz", kept=np.array([f is None for f in failed]).nonzero()[0])
+            _publish(tmp, final)
     kept = np.load(final / "index.npz")["kept"]
     return _open_eval(final, images.labels[kept], tuple(images.paths[i] for i in kept))

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from .datasets import DatasetSpec, Source, get_dataset
+from .files import make_folder
 from .records import DatasetError
 
 __all__ = ["prepare", "verify_archive", "extract_archive"]
@@ -62,7 +63,7 @@ def verify_archive(path: Path, source: Source, *, check_md5: bool = True) -> Non
 
 
 def extract_archive(path: Path, root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root, "data root")
     if path.name.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             archive.extractall(root)  # member paths were checked by verify_archive
@@ -87,7 +88,7 @@ def _download(source: Source, target: Path, spec: DatasetSpec) -> Path:
     if source.url is None:
         raise DatasetError(f"{spec.name}: {source.filename} has no direct download ({source.note}); "
                            f"fetch it and pass --archive FILE")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent, f"{spec.name}: download folder")
     partial = target.with_suffix(target.suffix + ".part")
     try:
         with urllib.request.urlopen(source.url, timeout=30) as response, open(partial, "wb") as out:
@@ -98,6 +99,15 @@ def _download(source: Source, target: Path, spec: DatasetSpec) -> Path:
                            f"download {source.filename} by hand and pass --archive FILE") from None
     partial.rename(target)
     return target
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that exists and is empty; keep the others."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a finished download stays), or already gone
+            pass
 
 
 def prepare(name: str, root: str | Path, archives: Sequence[str | Path] = (), *, check_md5: bool = True,
@@ -116,7 +126,13 @@ def prepare(name: str, root: str | Path, archives: Sequence[str | Path] = (), *,
     if not files:
         if not download:
             raise DatasetError(f"{name}: no --archive given and downloading is off")
-        files = [(_download(s, root / ".downloads" / s.filename, spec), s) for s in spec.sources]
+        downloads = root / ".downloads"
+        created = [downloads, *(p for p in downloads.parents if not p.exists())]  # deepest first
+        try:
+            files = [(_download(s, downloads / s.filename, spec), s) for s in spec.sources]
+        except BaseException:
+            _remove_empty(created)
+            raise
     for path, source in files:  # verify everything before writing anything
         if _is_archive(path):
             verify_archive(path, source, check_md5=check_md5)
@@ -126,6 +142,5 @@ def prepare(name: str, root: str | Path, archives: Sequence[str | Path] = (), *,
         if _is_archive(path):
             extract_archive(path, root)
         else:
-            root.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, root / source.filename)
+            shutil.copyfile(path, make_folder(root, "data root") / source.filename)
     return root

@@ -10,7 +10,23 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["ClassBalancedBatchSampler"]
+from ..config import ConfigError
+
+__all__ = ["ClassBalancedBatchSampler", "check_batch_shape"]
+
+
+def check_batch_shape(batch_size: int, samples_per_class: int, num_classes: int, num_images: int) -> None:
+    """Raise a one-line ConfigError unless class-balanced batches of this shape can be drawn from a
+    training split of ``num_classes`` classes and ``num_images`` images."""
+    if samples_per_class < 1 or batch_size % samples_per_class:
+        raise ConfigError(f"batch_size {batch_size} is not a multiple of samples_per_class {samples_per_class}")
+    classes_per_batch = batch_size // samples_per_class
+    if classes_per_batch > num_classes:
+        raise ConfigError(f"batch_size {batch_size} / samples_per_class {samples_per_class} = {classes_per_batch} "
+                          f"classes per batch, but the training split has only {num_classes} classes; lower "
+                          f"batch_size or raise samples_per_class")
+    if num_images < batch_size:
+        raise ConfigError(f"batch_size {batch_size} exceeds the {num_images} training images")
 
 
 class ClassBalancedBatchSampler:
@@ -18,15 +34,9 @@ class ClassBalancedBatchSampler:
 
     def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int = 0) -> None:
         labels = np.asarray(labels)
-        if samples_per_class < 1 or batch_size % samples_per_class:
-            raise ValueError(f"batch_size {batch_size} is not a multiple of samples_per_class {samples_per_class}")
         classes, inverse = np.unique(labels, return_inverse=True)
+        check_batch_shape(batch_size, samples_per_class, len(classes), len(labels))
         self.classes_per_batch = batch_size // samples_per_class
-        if self.classes_per_batch > len(classes):
-            raise ValueError(f"batch_size / samples_per_class = {self.classes_per_batch} classes per batch, "
-                             f"but there are only {len(classes)} training classes")
-        if len(labels) < batch_size:
-            raise ValueError(f"batch_size {batch_size} exceeds the {len(labels)} training images")
         self.batch_size, self.samples_per_class, self.seed = batch_size, samples_per_class, seed
         order = np.argsort(inverse, kind="stable")
         counts = np.bincount(inverse)

@@ -1,9 +1,11 @@
-"""Helpers shared by the dataset readers: finding list files, class folders, first-image checks."""
+"""Helpers shared by the dataset readers: list files (one-line errors for unreadable files, bad bytes and
+non-integers), class folders, first-image checks."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from types import MappingProxyType
+from typing import Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -28,17 +30,49 @@ def first_existing(root: Path, candidates: Iterable[str]) -> Optional[Path]:
     return None
 
 
-def read_rows(path: Path, name: str, columns: int, skip: int = 0) -> list[list[str]]:
-    """Whitespace-separated rows with at least ``columns`` fields, after ``skip`` header lines."""
+def read_lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 list file; an unreadable file or a bad byte is a one-line error."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as error:
+        raise DatasetError(f"{name}: cannot read {path} ({error.strerror or error})") from None
+    for number, line in enumerate(lines, start=1):
+        try:
+            yield number, line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DatasetError(f"{name}: {path} line {number}: byte {line[error.start]:#04x} at column "
+                               f"{error.start + 1} is not UTF-8") from None
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def is_integer(text: str) -> bool:
+    """Whether ``int(text)`` reads ``text`` as a plain decimal integer (no spaces, signs other than -, or _)."""
+    return _INTEGER.fullmatch(text) is not None
+
+
+def read_rows(path: Path, name: str, columns: int, skip: int = 0,
+              integers: Mapping[int, str] = MappingProxyType({})) -> list[list[str]]:
+    """Whitespace-separated rows with at least ``columns`` fields, after ``skip`` header lines.
+
+    ``integers`` maps the columns that must hold integers to what they are ({1: "class id"}); they
+    are checked here, with the line, so callers can ``int()`` them. An empty list is an error.
+    """
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if number <= skip or not line.strip():
-                continue
-            fields = line.split()
-            if len(fields) < columns:
-                raise DatasetError(f"{name}: {path} line {number}: expected {columns} fields, got '{line.strip()}'")
-            rows.append(fields)
+    for number, line in read_lines(path, name):
+        if number <= skip or not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) < columns:
+            raise DatasetError(f"{name}: {path} line {number}: expected {columns} fields, got '{line.strip()}'")
+        for column, what in integers.items():
+            if not is_integer(fields[column]):
+                raise DatasetError(f"{name}: {path} line {number}: expected an integer {what} in field "
+                                   f"{column + 1}, got '{fields[column]}'")
+        rows.append(fields)
+    if not rows:
+        raise DatasetError(f"{name}: {path} lists no images")
     return rows
 
 

@@ -9,6 +9,7 @@ from ..records import Benchmark, DatasetError, ExpectedCounts, ImageList
 from ._common import check_first_image, first_existing, read_class_folders, read_rows, require_root
 
 EXPECTED = ExpectedCounts(train_classes=100, train_images=5_864, test_classes=100, test_images=5_924)
+IMAGE_ID = {0: "image id"}
 HOW = ("expected CUB_200_2011/ with images.txt, image_class_labels.txt and images/, or images/NNN.Name/ "
        "class folders; get it with: python -m semproxy.data prepare cub200 --root DIR")
 
@@ -27,8 +28,9 @@ def read_official_or_folders(name: str, root: Path, official_dir: str, how: str)
         labels_file = base / "image_class_labels.txt"
         if not labels_file.is_file():
             raise DatasetError(f"{name}: {labels_file} not found ({how})")
-        paths = {row[0]: str(base / "images" / row[1]) for row in read_rows(listing, name, 2)}
-        labels = {row[0]: int(row[1]) for row in read_rows(labels_file, name, 2)}
+        paths = {row[0]: str(base / "images" / row[1]) for row in read_rows(listing, name, 2, integers=IMAGE_ID)}
+        label_rows = read_rows(labels_file, name, 2, integers={**IMAGE_ID, 1: "class id"})
+        labels = {row[0]: int(row[1]) for row in label_rows}
         missing = sorted(set(paths) - set(labels))
         if missing:
             raise DatasetError(f"{name}: image id {missing[0]} of {listing} has no label in {labels_file}")

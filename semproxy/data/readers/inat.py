@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..records import Benchmark, DatasetError, ExpectedCounts, ImageList
-from ._common import check_first_image, first_existing, require_root
+from ._common import check_first_image, first_existing, is_integer, read_lines, require_root
 
 EXPECTED = ExpectedCounts(train_classes=5_690, train_images=325_846, test_classes=2_452, test_images=136_093)
 HOW = ("expected Inaturalist_train_set1.txt and Inaturalist_test_set1.txt (the Smooth-AP split files) "
@@ -15,16 +15,15 @@ HOW = ("expected Inaturalist_train_set1.txt and Inaturalist_test_set1.txt (the S
 
 def _read_list(root: Path, listing: Path) -> ImageList:
     paths, labels = [], []
-    with open(listing, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            rel = line.strip()
-            if not rel:
-                continue
-            parent = Path(rel).parent.name
-            if not parent.isdigit():
-                raise DatasetError(f"inat: {listing} line {number}: expected .../<category id>/<file>, got '{rel}'")
-            paths.append(str(root / rel))
-            labels.append(int(parent))
+    for number, line in read_lines(listing, "inat"):
+        rel = line.strip()
+        if not rel:
+            continue
+        parent = Path(rel).parent.name
+        if not is_integer(parent):
+            raise DatasetError(f"inat: {listing} line {number}: expected .../<category id>/<file>, got '{rel}'")
+        paths.append(str(root / rel))
+        labels.append(int(parent))
     images = ImageList(tuple(paths), np.asarray(labels))
     check_first_image("inat", images, listing)
     return images

@@ -14,7 +14,7 @@ HOW = ("expected Info_Files/Ebay_train.txt and Ebay_test.txt beside the image fo
 
 
 def _read_list(root: Path, listing: Path) -> ImageList:
-    rows = read_rows(listing, "sop", 4, skip=1)  # image_id class_id super_class_id path
+    rows = read_rows(listing, "sop", 4, skip=1, integers={1: "class id"})  # image_id class_id super_class_id path
     base = root if (root / rows[0][3]).exists() or not (root / "images").is_dir() else root / "images"
     images = ImageList(tuple(str(base / row[3]) for row in rows), np.asarray([int(row[1]) for row in rows]))
     check_first_image("sop", images, listing)
@@ -28,6 +28,6 @@ def read(root: Path) -> Benchmark:
         raise DatasetError(f"sop: {root / 'Info_Files'} not found ({HOW})")
     lists = {split: info / f"Ebay_{split}.txt" for split in ("train", "test")}
     for path in lists.values():
-        if not path.is_file():
+        if not path.exists():
             raise DatasetError(f"sop: {path} not found ({HOW})")
     return Benchmark("sop", _read_list(info.parent, lists["train"]), _read_list(info.parent, lists["test"]))

@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..files import file_lock, make_folder, staged
 from ..records import Benchmark, DatasetError, ExpectedCounts
 from ._common import read_class_folders, require_root
 from .cub import split_by_class
 
-__all__ = ["generate", "read", "expected_counts", "class_design", "SHAPES", "COLOURS", "TEXTURES"]
+__all__ = ["generate", "read", "read_meta", "expected_counts", "class_design", "SHAPES", "COLOURS", "TEXTURES"]
 
 HOW = "generate it with: python -m semproxy.data synthetic --root DIR"
+META = "synthetic.json"
+COUNTS = ("num_classes", "images_per_class")  # what the reader needs from META
+REGENERATE = "delete the root and generate it again"
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "bar")
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
@@ -101,33 +107,87 @@ def generate(root: str | Path, *, num_classes: int = 24, images_per_class: int =
     """Write ``num_classes`` x ``images_per_class`` JPEGs under ``root/images/NNN.shape_colour_texture/``.
 
     Returns the root. An existing set with the same arguments is kept as it is; different
-    arguments need ``overwrite=True`` (so a run never silently mixes two generations).
+    arguments need ``overwrite=True`` (so a run never silently mixes two generations), and a
+    non-empty folder that is not a generated set is never replaced. The set is written to a
+    temporary folder beside the root and renamed into place under a lock file beside the root
+    (``.<root name>.lock``), so concurrent drivers generate it once and nobody sees half a set.
     """
     if num_classes < 4 or images_per_class < 2 or image_size < 16:
         raise ValueError("synthetic: need num_classes >= 4, images_per_class >= 2 and image_size >= 16")
     root = Path(root).expanduser().resolve()
-    meta_path = root / "synthetic.json"
     meta = {"num_classes": num_classes, "images_per_class": images_per_class, "image_size": image_size, "seed": seed}
-    if meta_path.is_file():
-        existing = json.loads(meta_path.read_text())
-        if {k: existing.get(k) for k in meta} == meta:
+    if _holds(root, meta, overwrite):
+        return root
+    make_folder(root.parent, "synthetic: folder")
+    with file_lock(root.parent / f".{root.name}.lock"):
+        if _holds(root, meta, overwrite):  # another process generated it while this one waited
             return root
-        if not overwrite:
-            raise DatasetError(f"synthetic: {meta_path} holds another generation {existing}; pass overwrite=True "
-                               f"or use another root")
-    for index in range(num_classes):
-        shape, colour, texture = class_design(index)
-        folder = root / "images" / f"{index + 1:03d}.{shape}_{colour}_{texture}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for k in range(images_per_class):
-            rng = np.random.default_rng([seed, index, k])
-            _render(index, image_size, rng).save(folder / f"{index + 1:03d}_{k:04d}.jpg", quality=90)
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        with staged(root) as tmp:
+            for index in range(num_classes):
+                shape, colour, texture = class_design(index)
+                folder = tmp / "images" / f"{index + 1:03d}.{shape}_{colour}_{texture}"
+                folder.mkdir(parents=True)
+                for k in range(images_per_class):
+                    rng = np.random.default_rng([seed, index, k])
+                    _render(index, image_size, rng).save(folder / f"{index + 1:03d}_{k:04d}.jpg", quality=90)
+            (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+            _replace(tmp, root)
     return root
 
 
+def _holds(root: Path, meta: dict, overwrite: bool) -> bool:
+    """True when ``root`` holds the generation ``meta``; raises when it holds something not to replace."""
+    try:
+        names = os.listdir(root)  # one look: a set appears whole (by rename), so this sees all of it or none
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        raise DatasetError(f"synthetic: {root} is a file, not a folder") from None
+    if META not in names:
+        if names:
+            raise DatasetError(f"synthetic: {root} is not empty and holds no {META}, so it is not a generated "
+                               f"set; generate into an empty or new folder")
+        return False
+    try:
+        existing = read_meta(root)
+    except DatasetError:
+        if overwrite:
+            return False
+        raise
+    if {k: existing.get(k) for k in meta} == meta:
+        return True
+    if not overwrite:
+        raise DatasetError(f"synthetic: {root / META} holds another generation {existing}; pass overwrite=True "
+                           f"or use another root")
+    return False
+
+
+def _replace(tmp: Path, root: Path) -> None:
+    """Rename the complete set ``tmp`` to ``root``; a previous set is moved aside first, then deleted."""
+    if root.is_dir() and any(root.iterdir()):
+        old = tmp.with_name(tmp.name + ".old")
+        root.rename(old)
+        tmp.rename(root)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(root)  # replaces an empty folder
+
+
+def read_meta(root: Path) -> dict:
+    """The generation's arguments from ``root/synthetic.json``; a damaged file is a one-line error naming it."""
+    path = Path(root) / META
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
+        raise DatasetError(f"synthetic: {path} cannot be read ({error}); {REGENERATE}") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) and meta[k] > 0 for k in COUNTS):
+        raise DatasetError(f"synthetic: {path} should be a JSON object with positive integers {', '.join(COUNTS)}; "
+                           f"{REGENERATE}")
+    return meta
+
+
 def expected_counts(root: Path) -> ExpectedCounts:
-    meta = json.loads((Path(root) / "synthetic.json").read_text())
+    meta = read_meta(root)
     train_classes = meta["num_classes"] // 2
     test_classes = meta["num_classes"] - train_classes
     per = meta["images_per_class"]
@@ -136,7 +196,7 @@ def expected_counts(root: Path) -> ExpectedCounts:
 
 def read(root: Path) -> Benchmark:
     root = require_root("synthetic", root, HOW)
-    if not (root / "synthetic.json").is_file():
-        raise DatasetError(f"synthetic: {root / 'synthetic.json'} not found ({HOW})")
+    if not (root / META).is_file():
+        raise DatasetError(f"synthetic: {root / META} not found ({HOW})")
     images = read_class_folders("synthetic", root / "images", HOW)
     return split_by_class("synthetic", images, expected_counts(root).train_classes)
