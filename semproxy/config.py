@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,30 @@ from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 
-from .typed_config import ConfigError, field_names, knob, parse_scalar, read_yaml, unknown_key, validate
+from .typed_config import ConfigError, field_names, knob, parse_scalar, read_yaml, short, unknown_key, validate
 
 __all__ = ["ConfigError", "ModelConfig", "LossConfig", "DataConfig", "OptimConfig", "EvalConfig", "Config",
-           "knob", "validate"]
+           "knob", "validate", "check_device"]
 
 Method = Literal["full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru"]
+
+# Upper bounds of the size and count knobs: generous (several times what any paper or backbone
+# uses), but a typo such as num_prompts: 20000000 is a one-line error rather than the OOM killer.
+# What fits the machine is checked when the model is built (semproxy.models.memory).
+MAX_PROMPTS = 1024      # tokens added to every sequence (VPT searched at most 200)
+MAX_LAYERS = 256        # more blocks than any ViT (ViT-22B has 48); the backbone's own depth is checked too
+MAX_WIDTH = 8192        # embedding / adapter widths (published DML: 64-2048; AdaptFormer: at most 512)
+MAX_BATCH = 16384       # images per batch (4x the largest batch of the DML literature)
+MAX_EPOCHS = 10_000
+# 'auto', 'cpu', 'cuda' or 'cuda:N'; whether the device exists is checked when a run starts.
+DEVICE = re.compile(r"auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?")  # torch refuses cuda:01
+
+
+def check_device(name: str, where: str = "config") -> str:
+    """``name`` when it has the form of a device setting, else a ConfigError naming ``where`` and 'device'."""
+    if not DEVICE.fullmatch(name):
+        raise ConfigError(f"{where}: key 'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {short(name)}")
+    return name
 
 
 @dataclass
@@ -32,26 +51,28 @@ class ModelConfig:
     backbone: str = knob("vit_small_patch16_224.augreg_in21k", "timm model name (optionally name.tag)")
     weights: Optional[str] = knob(None, "local weights file (.safetensors, .pth, .npz); None = hub/random")
     pretrained: bool = knob(True, "download pretrained weights from the hub when no weights file is given")
-    img_size: Optional[int] = knob(None, "input size; None = the backbone's default", low=8)
+    img_size: Optional[int] = knob(None, "input size; None = the backbone's default (at most 2048: twice the "
+                                         "largest input of timm's pretrained ViTs)", low=8, high=2048)
     method: Method = knob("vptsp_gru", "fine-tuning method")
     bitfit: bool = knob(True, "also train every backbone bias (adapter, vpt, vptsp_*; the paper's (B))")
-    embedding_dim: int = knob(384, "output embedding width E", low=1)
+    embedding_dim: int = knob(384, "output embedding width E", low=1, high=MAX_WIDTH)
     # deep visual prompts
-    num_prompts: int = knob(10, "VPT-deep prompts N at the first layer", low=0)
-    prompt_depth: int = knob(12, "number of layers that get prompts", low=0)
-    prompt_step: int = knob(0, "prompts lost per layer: layer i has max(N - i*step, 0)", low=0)
+    num_prompts: int = knob(10, "VPT-deep prompts N at the first layer", low=0, high=MAX_PROMPTS)
+    prompt_depth: int = knob(12, "number of layers that get prompts", low=0, high=MAX_LAYERS)
+    prompt_step: int = knob(0, "prompts lost per layer: layer i has max(N - i*step, 0)", low=0,
+                            high=MAX_PROMPTS)
     # AdaptFormer adapters
-    adapter_layers: int = knob(7, "adapters in the LAST this many blocks", low=0)
-    adapter_dim: int = knob(256, "adapter bottleneck width d", low=1)
+    adapter_layers: int = knob(7, "adapters in the LAST this many blocks", low=0, high=MAX_LAYERS)
+    adapter_dim: int = knob(256, "adapter bottleneck width d", low=1, high=MAX_WIDTH)
     adapter_position: Literal["parallel", "sequential"] = knob("parallel", "adapter beside or after the MLP")
     adapter_norm: Literal["pre", "post", "none"] = knob("pre", "adapter LayerNorm before/after it, or none")
     adapter_init: Literal["lora", "bert", "uniform"] = knob("lora", "adapter weight initialisation")
     adapter_scale: float = knob(0.1, "adapter output scale", low=0.0)
     adapter_dropout: float = knob(0.1, "dropout inside the adapter", low=0.0, high=1.0)
     # semantic proxies
-    class_prompts: int = knob(3, "class prompts CLS-N at the first layer", low=0)
-    class_prompt_depth: int = knob(12, "layers with class prompts CLS-L", low=0)
-    class_prompt_step: int = knob(0, "class prompts lost per layer", low=0)
+    class_prompts: int = knob(3, "class prompts CLS-N at the first layer", low=0, high=MAX_PROMPTS)
+    class_prompt_depth: int = knob(12, "layers with class prompts CLS-L", low=0, high=MAX_LAYERS)
+    class_prompt_step: int = knob(0, "class prompts lost per layer", low=0, high=MAX_PROMPTS)
     proxy_prompts: Literal["class", "class+sample"] = knob("class", "prompts of the proxy pass")
     ema_keep: float = knob(0.8, "EMA keep ratio beta (vptsp_ema)", low=0.0, high=1.0)
     gru_activation: Literal["relu", "tanh"] = knob("relu", "GRU candidate activation (vptsp_gru)")
@@ -82,18 +103,19 @@ class DataConfig:
     data_root: Optional[str] = knob(None, "dataset folder; None = ./data/<dataset>")
     val_fraction: float = knob(0.2, "last fraction of training classes held out for validation (0: none)",
                                low=0.0, high=0.9)
-    batch_size: int = knob(64, "images per batch B", low=2)
-    samples_per_class: int = knob(2, "adjacent images per class K in a batch", low=1)
+    batch_size: int = knob(64, "images per batch B", low=2, high=MAX_BATCH)
+    samples_per_class: int = knob(2, "adjacent images per class K in a batch", low=1, high=MAX_BATCH)
     interpolation: Literal["bicubic", "bilinear"] = knob("bicubic", "resampling (bilinear = paper code)")
     crop_pct: float = knob(0.875, "eval centre-crop fraction: Resize(size / crop_pct) + CenterCrop(size)",
                            low=0.1, high=1.0)
     cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy")
-    workers: int = knob(4, "threads that decode images into the cache", low=1)
+    workers: int = knob(4, "threads that decode images into the cache", low=1, high=256)
     max_bad_fraction: float = knob(0.01, "unreadable images tolerated (skipped) before it is an error",
                                    low=0.0, high=1.0)
-    synthetic_classes: int = knob(24, "synthetic dataset: classes (half train, half test)", low=4)
-    synthetic_per_class: int = knob(16, "synthetic dataset: images per class", low=2)
-    synthetic_size: int = knob(64, "synthetic dataset: image side in pixels", low=16)
+    synthetic_classes: int = knob(24, "synthetic dataset: classes (half train, half test)", low=4, high=1000)
+    synthetic_per_class: int = knob(16, "synthetic dataset: images per class (at most 200k images in all, more "
+                                        "than SOP)", low=2, high=200)
+    synthetic_size: int = knob(64, "synthetic dataset: image side in pixels", low=16, high=256)
 
 
 @dataclass
@@ -105,19 +127,20 @@ class OptimConfig:
     lr_proxy: float = knob(0.1, "learning rate of the proxies (absolute)", low=0.0)
     weight_decay: float = knob(1e-6, "weight decay (L2 for sgd/adam, decoupled for adamw)", low=0.0)
     momentum: float = knob(0.9, "SGD momentum", low=0.0, high=1.0)
-    epochs: int = knob(15, "training epochs; the cosine schedule spans them", low=1)
-    warmup_epochs: int = knob(0, "linear warm-up epochs before the cosine decay", low=0)
+    epochs: int = knob(15, "training epochs; the cosine schedule spans them", low=1, high=MAX_EPOCHS)
+    warmup_epochs: int = knob(0, "linear warm-up epochs before the cosine decay", low=0, high=MAX_EPOCHS)
     grad_clip: Optional[float] = knob(None, "clip the gradient norm to this value; None = off", low=0.0)
     amp: bool = knob(True, "mixed precision on GPU (bf16 where supported, else fp16); off on CPU")
-    seed: int = knob(0, "seed of initialisation, sampling and augmentation", low=0)
+    seed: int = knob(0, "seed of initialisation, sampling and augmentation (numpy's range)", low=0,
+                     high=2**32 - 1)
 
 
 @dataclass
 class EvalConfig:
     """When and what to evaluate."""
 
-    eval_batch_size: int = knob(128, "images per evaluation batch", low=1)
-    eval_every: int = knob(1, "validate every this many epochs (and after the last)", low=1)
+    eval_batch_size: int = knob(128, "images per evaluation batch", low=1, high=MAX_BATCH)
+    eval_every: int = knob(1, "validate every this many epochs (and after the last)", low=1, high=MAX_EPOCHS)
     test_eval: bool = knob(False, "evaluate on the test classes after training (final runs)")
     device: str = knob("auto", "'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
 
@@ -165,8 +188,8 @@ class Config:
         for item in overrides:
             key, sep, text = item.partition("=")
             if not sep or not key.strip():
-                raise ConfigError(f"{where}: expected key=value, got '{item}'")
-            values[key.strip()] = parse_scalar(text)
+                raise ConfigError(f"{where}: expected key=value, got {short(item)}")
+            values[key.strip()] = parse_scalar(text, f"{where} {key.strip()}")
         return self.replace(values, where=where)
 
     def check(self, where: str = "config") -> "Config":
@@ -179,6 +202,7 @@ class Config:
         if self.optim.warmup_epochs >= self.optim.epochs and self.optim.warmup_epochs:
             raise ConfigError(f"{where}: warmup_epochs {self.optim.warmup_epochs} must be below epochs "
                               f"{self.optim.epochs}")
+        check_device(self.eval.device, where)
         return self
 
     # -- mappings and YAML -------------------------------------------------------------------
@@ -197,19 +221,22 @@ class Config:
         for key, value in mapping.items():
             if key in cls.SECTIONS:
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{where}: section '{key}' must be a mapping, got {value!r}")
-                for name, inner in value.items():
+                    raise ConfigError(f"{where}: section '{key}' must be a mapping, got {short(value)}")
+                for name in value:
                     if name in owners and owners[name] != key:
                         raise ConfigError(f"{where}: key '{name}' belongs in section '{owners[name]}', not '{key}'")
                     if owners.get(name) != key:
                         raise unknown_key(f"{key}.{name}", [f"{owners[n]}.{n}" for n in owners], where)
-                    values[name] = inner
+                items = value.items()
             elif key in owners:
-                if key in values:
-                    raise ConfigError(f"{where}: key '{key}' given twice")
-                values[key] = value
+                items = [(key, value)]
             else:
-                raise unknown_key(str(key), list(cls.SECTIONS) + list(owners), where)
+                raise unknown_key(key, list(cls.SECTIONS) + list(owners), where)
+            for name, inner in items:  # a flat name and its section's may not both give a value
+                if name in values:
+                    raise ConfigError(f"{where}: key '{name}' given twice (at the top level and in section "
+                                      f"'{owners[name]}')")
+                values[name] = inner
         return cls().replace(values, where=where)
 
     @classmethod

@@ -2,27 +2,80 @@
 
 Supported field types: ``int``, ``float`` (finite), ``bool``, ``str``, ``Literal[...]`` and
 ``Optional[...]`` of those. Errors are one line, naming where the value came from and the key.
+
+YAML is read with :func:`read_yaml` (files) and :func:`parse_scalar` (command-line values): a
+``yaml.SafeLoader`` that also bounds what a small file can make it do (size, nesting, alias
+expansion, value length) and refuses a key given twice in one mapping. Merge keys (``<<: *base``)
+are accepted; a key given explicitly beside a merge overrides the merged value.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import functools
 import math
+import reprlib
 import typing
 from dataclasses import field
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
-__all__ = ["first_line", "ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce", "read_yaml"]
+__all__ = ["first_line", "ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce",
+           "read_yaml", "short", "one_line", "MAX_MESSAGE", "MAX_FILE_BYTES"]
+
+#: Longest error message: with an ``error: `` prefix it still fits a 300-character line.
+MAX_MESSAGE = 280
+#: Largest YAML file read. A config or a search space is a few KB; anything near this is a mistake.
+MAX_FILE_BYTES = 1 << 20
+# What one YAML document may expand to. Alias trees ("billion laughs") are refused before they are
+# constructed, deep nesting before it exhausts the composer's recursion.
+MAX_YAML_NODES = 10_000     # values after alias expansion (a shipped space has ~100)
+MAX_YAML_ALIASES = 100
+MAX_YAML_DEPTH = 50         # a space nests 4 deep
+MAX_YAML_SCALAR = 4096      # characters of one value: a path fits, a number stays below int()'s digit limit
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type where it has none), for one-line errors."""
+    """The first line of an exception's message (its type where it has none), bounded like a ConfigError's."""
     lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+    return one_line(lines[0]) if lines else type(error).__name__
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line of at most ``limit`` characters, cut in the middle (its start names the
+    file and key, its end what was expected)."""
+    text = " ".join(message.splitlines())
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return f"{text[:limit - tail - 5]} ... {text[-tail:]}"
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, with a bounded int too (repr of a huge int is slow, then refused)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        return super().repr_int(x, level) if x.bit_length() <= 256 else f"<int of ~{x.bit_length() * 3 // 10} digits>"
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = 6
+
+
+def short(value: Any) -> str:
+    """A bounded repr of a user-given value for error messages (a YAML alias tree prints as ``[[[...]]]``)."""
+    return _SHORT.repr(value)
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range (one-line message)."""
+    """A configuration value is unknown, of the wrong type, or out of range.
+
+    The message is kept to one line of at most :data:`MAX_MESSAGE` characters, whatever it quotes.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(str(message)))
 
 
 def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None) -> Any:
@@ -65,43 +118,54 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False, value
-        return math.isfinite(value), float(value)
+        try:
+            value = float(value)  # an int too large for a float overflows
+        except OverflowError:
+            return False, value
+        return math.isfinite(value), value
     if tp is str:
         return isinstance(value, str), value
     raise TypeError(f"unsupported config type {tp!r}")
 
 
-def validate(section: Any, *, where: str = "config") -> Any:
+def _key_label(name: str) -> str:
+    return f"key '{name}'"
+
+
+def validate(section: Any, *, where: str = "config", label: Callable[[str], str] = _key_label) -> Any:
     """Check every field of a dataclass instance for type and range, converting int -> float.
 
-    Raises ConfigError naming ``where`` and the key. Returns the instance for chaining.
+    Raises ConfigError naming ``where`` and the field as ``label`` renders it (a file's key by
+    default; a command-line flag where the value came from one). Returns the instance for chaining.
     """
     hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
         ok, value = coerce(value, hints[f.name])
         if not ok:
-            raise ConfigError(f"{where}: key '{f.name}' must be {_type_name(hints[f.name])}, got {value!r}")
+            raise ConfigError(f"{where}: {label(f.name)} must be {_type_name(hints[f.name])}, got {short(value)}")
         low, high = f.metadata.get("low"), f.metadata.get("high")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if low is not None and value < low or high is not None and value > high:
                 bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-                raise ConfigError(f"{where}: key '{f.name}' must be in {bounds}, got {value!r}")
+                raise ConfigError(f"{where}: {label(f.name)} must be in {bounds}, got {short(value)}")
         setattr(section, f.name, value)
     return section
 
 
-def unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1)
+def unknown_key(key: Any, valid: list[str], where: str) -> ConfigError:
+    """The error for a key that is none of ``valid``, suggesting the closest name."""
+    close = difflib.get_close_matches(str(key), valid, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+    return ConfigError(f"{where}: unknown key {short(key)}{hint}")
 
 
-def parse_scalar(text: str) -> Any:
-    """Parse a command-line value the way YAML would (numbers, booleans, null, strings)."""
-    import yaml
+def parse_scalar(text: str, where: str = "--set") -> Any:
+    """Parse a command-line value the way YAML would (numbers, booleans, null, strings).
 
-    value = yaml.safe_load(text) if text.strip() else ""
+    Read like a file (safe, bounded); a malformed value is a ConfigError naming ``where``.
+    """
+    value = _load_yaml(text, where) if text.strip() else ""
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             return float(value)
@@ -110,37 +174,129 @@ def parse_scalar(text: str) -> Any:
     return value
 
 
-def _unique_key_loader():
+@functools.lru_cache(maxsize=None)
+def _bounded_loader() -> type:
     import yaml
+    from yaml.composer import ComposerError
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """yaml.SafeLoader, except that a key given twice in one mapping is an error, not an override."""
+    MERGE = "tag:yaml.org,2002:merge"
 
-        def construct_mapping(self, node, deep=False):
+    class BoundedLoader(yaml.SafeLoader):
+        """yaml.SafeLoader within the MAX_YAML_* limits, refusing a key given twice in one mapping.
+
+        The limits hold while composing (nodes, aliases, nesting: the composer recurses) and over
+        the composed tree with every alias expanded (:meth:`check_tree`), before anything is
+        constructed: a billion-laughs alias tree is refused after at most MAX_YAML_NODES visits.
+        """
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = self.nodes = self.aliases = 0
+
+        def compose_node(self, parent, index):
+            mark = self.peek_event().start_mark
+            self.aliases += self.check_event(yaml.AliasEvent)
+            self.nodes += 1
+            self.depth += 1
+            try:
+                _refuse(self.aliases > MAX_YAML_ALIASES, f"more than {MAX_YAML_ALIASES} aliases", mark)
+                _refuse(self.nodes > MAX_YAML_NODES, f"more than {MAX_YAML_NODES} values", mark)
+                _refuse(self.depth > MAX_YAML_DEPTH, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+        def check_tree(self, root) -> None:
+            """Walk the tree as construction would (aliases expanded): bound its size, depth and
+            values, and check each mapping's keys (single values, none given twice)."""
+            stack, visits, checked = [(root, 1)], 0, set()
+            while stack:
+                node, depth = stack.pop()
+                visits += 1
+                _refuse(visits > MAX_YAML_NODES, f"aliases expand to more than {MAX_YAML_NODES} values",
+                        node.start_mark)
+                _refuse(depth > MAX_YAML_DEPTH, f"nested deeper than {MAX_YAML_DEPTH} levels", node.start_mark)
+                if isinstance(node, ScalarNode):
+                    _refuse(len(node.value) > MAX_YAML_SCALAR,
+                            f"a value longer than {MAX_YAML_SCALAR} characters", node.start_mark)
+                    continue
+                if isinstance(node, MappingNode) and id(node) not in checked:
+                    checked.add(id(node))
+                    self.check_keys(node)
+                children = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
+                stack.extend((child, depth + 1) for child in children)
+
+        @staticmethod
+        def check_keys(node) -> None:
             seen = set()
             for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice",
-                                                            key_node.start_mark)
+                if key_node.tag == MERGE:  # `<<: *base`: merged keys may be overridden here
+                    continue
+                _refuse(not isinstance(key_node, ScalarNode), "a mapping key must be a single value, "
+                        f"not a {'list' if isinstance(key_node, SequenceNode) else 'mapping'}", key_node.start_mark)
+                key = (key_node.tag, key_node.value)
+                _refuse(key in seen, f"key {short(key_node.value)} given twice", key_node.start_mark)
                 seen.add(key)
-            return super().construct_mapping(node, deep)
 
-    return UniqueKeyLoader
+    def _refuse(condition: bool, problem: str, mark) -> None:
+        if condition:
+            raise ComposerError(None, None, problem, mark)
+
+    return BoundedLoader
 
 
-def read_yaml(path, what: str) -> Any:
-    """Parse a YAML file safely (no repeated keys); errors are one-line ConfigErrors naming the file."""
+def _load_yaml(text: str, where: str) -> Any:
+    """Parse one YAML document with :func:`_bounded_loader`; any problem is a one-line ConfigError."""
     import yaml
 
     try:
-        with open(path, encoding="utf-8") as handle:  # closed at once, not when collected
-            text = handle.read()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read {what} ({error.strerror or error})") from None
-    try:
-        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader: no arbitrary objects
+        loader = _bounded_loader()(text)  # the reader refuses control characters here
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            loader.check_tree(node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{at}: {getattr(error, 'problem', error)}") from None
+        problem = getattr(error, "problem", None) or getattr(error, "context", None) or first_line(error)
+        raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
+    except ValueError as error:  # PyYAML lets Python's own errors through, e.g. for the date 2001-13-45
+        raise ConfigError(f"{where}: invalid YAML: {first_line(error)}") from None
+
+
+# Byte-order marks of the encodings a YAML file is most often saved in by mistake (UTF-32 first:
+# its little-endian mark begins with UTF-16's).
+_BOMS = {codecs.BOM_UTF32_LE: "UTF-32", codecs.BOM_UTF32_BE: "UTF-32", codecs.BOM_UTF16_LE: "UTF-16",
+         codecs.BOM_UTF16_BE: "UTF-16"}
+
+
+def _decode(data: bytes, where: str, what: str) -> str:
+    """UTF-8 text (a UTF-8 byte-order mark allowed); other encodings and binary files are refused."""
+    encoding = next((name for bom, name in _BOMS.items() if data.startswith(bom)), None)
+    if encoding:
+        raise ConfigError(f"{where}: the {what} is {encoding} text; save it as UTF-8")
+    if b"\0" in data:
+        raise ConfigError(f"{where}: the {what} is not text (a NUL byte at offset {data.index(0)}: a binary "
+                          f"file, or UTF-16 without a byte-order mark?)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{where}: the {what} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+                          f"{error.start})") from None
+
+
+def read_yaml(path, what: str) -> Any:
+    """Parse a YAML file safely (bounded, no repeated keys); errors are one-line ConfigErrors naming the file."""
+    try:
+        with open(path, "rb") as handle:  # closed at once, not when collected
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror or error})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: the {what} is larger than {MAX_FILE_BYTES >> 20} MiB (a {what} is a few KB)")
+    return _load_yaml(_decode(data, str(path), what), str(path))

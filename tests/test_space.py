@@ -9,7 +9,7 @@ import pytest
 
 from semproxy.config import Config, ConfigError
 from semproxy.search import load_space
-from semproxy.search.space import fit_batches_to_classes
+from semproxy.search.space import ParamSpec, fit_batches_to_classes
 from tune import main as tune_main
 
 SPACES = Path(__file__).parent.parent / "search_spaces"
@@ -115,7 +115,35 @@ BAD = [
     ("params:\n  proxy_bias_ratio: {uniform: [0.1, 1.5]}\n", "key 'proxy_bias_ratio': 1.5 is outside"),
     ("param:\n  lr: 0.1\n", "expected a mapping with a non-empty 'params:' mapping"),
     ("params:\n  lr: 0.1\nsearch:\n  num_sample: 3\n", "unknown key 'search.num_sample'"),
-    ("params:\n  lr: {choice: [0.1, 0.01]}\nstarts:\n  - {lr: 0.5}\n", "starts[1] {'lr': 0.5} does not lie in the space"),
+    ("params:\n  lr: {choice: [0.1, 0.01]}\nstarts:\n  - {lr: 0.5}\n",
+     "starts[1] {'lr': 0.5} does not lie in the space"),
+    # non-finite and huge numbers
+    ("params:\n  lr: {quniform: [0, 1, .nan]}\n", "key 'lr': 'quniform' needs 3 finite numbers, got [0, 1, nan]"),
+    ("params:\n  lr: {quniform: [0, 1, .inf]}\n", "key 'lr': 'quniform' needs 3 finite numbers"),
+    ("params:\n  lr: {uniform: [-.inf, 1]}\n", "key 'lr': 'uniform' needs 2 finite numbers"),
+    ("params:\n  lr: {uniform: [0, 1" + "0" * 400 + "]}\n", "key 'lr': 'uniform' needs 2 finite numbers, got [0, <int"),
+    ("params:\n  num_prompts: {randint: [1, 20000000]}\n", "key 'num_prompts': 20000000 is outside the field's range"),
+    # degenerate distributions
+    ("params:\n  num_prompts: {qrandint: [1, 5, 10]}\n", "key 'num_prompts': the step 10 is wider than the range"),
+    ("params:\n  lr: {quniform: [0.1, 0.2, 0.5]}\n", "key 'lr': the step 0.5 is wider than the range [0.1, 0.2]"),
+    ("params:\n  num_prompts: {choice: [1, 5, 1]}\n", "key 'num_prompts': 'choice' lists 1 twice"),
+    ("params:\n  lr: {choice: [0.5, 1, 1.0]}\n", "key 'lr': 'choice' lists 1.0 twice"),
+    ("params:\n  method: vptsp_gru\n  adapter_dim: {choice: [8, 16], when: {method: adapter}}\n",
+     "key 'adapter_dim': 'when' names method = 'adapter', a value 'method' never takes in this space"),
+    ("params:\n  method: {choice: [vpt, vptsp_gru]}\n  adapter_dim: {choice: [8], when: {method: [vpt, adapter]}}\n",
+     "key 'adapter_dim': 'when' names method = 'adapter', a value 'method' never takes"),
+    ("params:\n  num_prompts: {randint: [1, 4]}\n  prompt_step: {choice: [1], when: {num_prompts: 9}}\n",
+     "key 'prompt_step': 'when' names num_prompts = 9"),
+    ("params:\n  method: {choice: [vpt, adapter]}\n  adapter_dim: {choice: [8], when: {method: []}}\n",
+     "key 'adapter_dim': 'when' lists no value of 'method'"),
+    # malformed YAML and structure
+    ("params:\n  [lr, lr_proxy]: 0.1\n", "invalid YAML at line 2: a mapping key must be a single value, not a list"),
+    ("params:\n  num_prompts: {choice: [&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol], "
+     + ", ".join(f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)) + "]}\n",
+     "invalid YAML at line 2: aliases expand to more than 10000 values"),
+    ("params:\n  lr: " + "[" * 20000 + "]" * 20000 + "\n", "invalid YAML at line 2: nested deeper than 50 levels"),
+    ("params:\n  lr: 0.1\nsearch: 0\n", "'search' must be a mapping, got 0"),
+    ("params:\n  lr: 0.1\nstarts: false\n", "'starts' must be a list of mappings"),
 ]
 
 
@@ -129,3 +157,30 @@ def test_malformed_space_is_one_line_exit_2_and_no_ray(tmp_path, capsys, text, m
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {path}: ") and message in err and "\n" not in err
     assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+def test_merge_keys_share_settings_between_parameters(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("params:\n  method: {choice: [vpt, adapter]}\n"
+                    "  adapter_dim: &adapter {choice: [8, 16], when: {method: adapter}}\n"
+                    "  adapter_layers: {<<: *adapter, choice: [1, 2]}\n")
+    assert load_space(path).params[2] == ParamSpec("adapter_layers", "choice", (1, 2), {"method": ("adapter",)})
+
+
+@pytest.mark.parametrize("content,message", [
+    ("params:\n  lr: 0.1\n".encode("utf-16"), "the search space is UTF-16 text; save it as UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "the search space is not text (a NUL byte at offset 8"),
+    (b"params:\n  lr: 0.1 # \xff\n", "the search space is not UTF-8 text (byte 0xff at offset 20)"),
+])
+def test_binary_and_foreign_encodings_are_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    assert tune_main(["--space", str(path), "--dataset", "synthetic", "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: {message}") and "\n" not in err
+
+
+def test_a_step_as_wide_as_the_range_is_accepted(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("params:\n  lr: {quniform: [0.1, 0.3, 0.2]}\n  num_prompts: {qrandint: [1, 5, 4]}\n")
+    assert [p.args for p in load_space(path).params] == [(0.1, 0.3, 0.2), (1, 5, 4)]  # 0.3 - 0.1 < 0.2 in floats

@@ -184,5 +184,7 @@ class PromptedViT(nn.Module):
 
 def build_model(cfg: ModelConfig, num_classes: int) -> PromptedViT:
     """Create the backbone named by ``cfg`` (hub, local file or random init) and wrap it."""
+    from .memory import check_model_memory  # here: memory.py builds this module's PromptedViT on the meta device
+    check_model_memory(cfg, num_classes)  # a model that cannot fit is a one-line error, not the OOM killer
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, pretrained=cfg.pretrained, img_size=cfg.img_size)
     return PromptedViT(backbone, cfg, num_classes)

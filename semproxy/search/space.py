@@ -8,18 +8,21 @@ A space file::
       lr: {loguniform: [1.0e-4, 5.0e-2]}
       proxy_bias_ratio: {quniform: [0.1, 0.9, 0.1]}
       adapter_layers: {randint: [1, 12], when: {method: adapter}}   # bounds inclusive
-    search:                                   # optional defaults of tune.py's flags
+    search:                                   # optional defaults of tune.py's flags (SearchSettings)
       num_samples: 32
       max_epochs: 15
       grace_period: 2
       reduction_factor: 3
+      scheduler: asha
     starts:                                   # optional points evaluated first
       - {optimizer: sgd, lr: 0.005}
 
 Distributions: ``choice``, ``uniform``, ``loguniform``, ``quniform`` [low, high, q], ``randint``
 and ``qrandint`` [low, high(, q)] with inclusive bounds. ``when`` maps earlier parameters to a value
 or a list of values; the parameter is sampled only when all hold. Every value is checked against
-the config field's type and range when the file is loaded, so a bad space fails before Ray starts.
+the config field's type and range when the file is loaded, so a bad space fails before Ray starts;
+so are degenerate ones: a choice listing a value twice, a step wider than its range, a ``when``
+naming a value its parameter never takes.
 """
 from __future__ import annotations
 
@@ -32,14 +35,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..config import Config, ConfigError
-from ..typed_config import coerce, read_yaml
+from ..typed_config import coerce, read_yaml, short, unknown_key
+from .settings import check_values
 
-__all__ = ["ParamSpec", "SearchSpace", "load_space", "sample_params", "fit_batches_to_classes", "SEARCH_KEYS",
-           "CACHE_FIELDS"]
+__all__ = ["ParamSpec", "SearchSpace", "load_space", "sample_params", "fit_batches_to_classes", "CACHE_FIELDS"]
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "randint", "qrandint")
-SEARCH_KEYS = {"num_samples": int, "max_epochs": int, "grace_period": int, "reduction_factor": int,
-               "scheduler": str}
+# How many numbers each numeric distribution takes: [low, high] or [low, high, step].
+ARITY = {"uniform": (2,), "loguniform": (2,), "quniform": (3,), "randint": (2, 3), "qrandint": (3,)}
+INTEGER_KINDS = ("randint", "qrandint")
+TOP_KEYS = ("params", "search", "starts")
 # Fields that decide the shared image cache: fixed in a space is fine, sampled is not.
 CACHE_FIELDS = frozenset({"dataset", "data_root", "val_fraction", "img_size", "backbone", "weights", "pretrained",
                           "interpolation", "crop_pct", "cache_dir", "synthetic_classes", "synthetic_per_class",
@@ -180,15 +185,83 @@ def _field_types() -> dict[str, tuple[Any, dict]]:
 def _check_value(where: str, name: str, value: Any, field_type: Any, meta: dict) -> Any:
     ok, value = coerce(value, field_type)
     if not ok:
-        raise ConfigError(f"{where}: key '{name}': {value!r} is not a valid value of this field")
+        raise ConfigError(f"{where}: key '{name}': {short(value)} is not a valid value of this field")
     low, high = meta.get("low"), meta.get("high")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if low is not None and value < low or high is not None and value > high:
-            raise ConfigError(f"{where}: key '{name}': {value!r} is outside the field's range [{low}, {high}]")
+            raise ConfigError(f"{where}: key '{name}': {short(value)} is outside the field's range [{low}, {high}]")
     return value
 
 
-def _parse_spec(where: str, name: str, raw: Any, types: dict, earlier: list[str]) -> ParamSpec:
+def _finite_number(value: Any) -> bool:
+    """A number a float can hold: not bool, NaN or infinite, and no int beyond a float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _numeric_args(where: str, name: str, kind: str, args: list, field_type: Any, meta: dict) -> tuple:
+    """Bounds (and step) of a numeric distribution, checked and converted to int or float."""
+    size = ARITY[kind]
+    if len(args) not in size or not all(_finite_number(a) for a in args):
+        raise ConfigError(f"{where}: key '{name}': '{kind}' needs {' or '.join(map(str, size))} finite numbers, "
+                          f"got {short(args)}")
+    integer = kind in INTEGER_KINDS
+    if integer and any(not float(a).is_integer() for a in args):
+        raise ConfigError(f"{where}: key '{name}': '{kind}' needs integer bounds, got {short(args)}")
+    args = tuple(int(a) for a in args) if integer else tuple(float(a) for a in args)
+    low, high = args[0], args[1]
+    if low > high:
+        raise ConfigError(f"{where}: key '{name}': low {low} > high {high}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{where}: key '{name}': loguniform needs positive bounds, got {low}")
+    for bound in (low, high):
+        _check_value(where, name, bound, field_type, meta)
+    if len(args) == 3:
+        if args[2] <= 0:
+            raise ConfigError(f"{where}: key '{name}': the step must be positive, got {args[2]}")
+        if args[2] > high - low and not math.isclose(args[2], high - low):  # [0.1, 0.3, 0.2] is fine
+            raise ConfigError(f"{where}: key '{name}': the step {args[2]} is wider than the range [{low}, {high}]: "
+                              f"only {low} could be sampled")
+    return args
+
+
+def _choice_args(where: str, name: str, args: list, field_type: Any, meta: dict) -> tuple:
+    """The options of a choice, each a valid value of the field, none listed twice."""
+    options, seen = [], set()
+    for option in args:
+        option = _check_value(where, name, option, field_type, meta)
+        if option in seen:
+            raise ConfigError(f"{where}: key '{name}': 'choice' lists {short(option)} twice")
+        seen.add(option)
+        options.append(option)
+    return tuple(options)
+
+
+def _parse_when(where: str, name: str, when_raw: Any, types: dict, earlier: dict[str, ParamSpec]) -> dict:
+    """The conditions of ``when``: earlier parameters, each with values it can take in this space."""
+    if not isinstance(when_raw, dict):
+        raise ConfigError(f"{where}: key '{name}': 'when' must map parameters to values, got {short(when_raw)}")
+    when = {}
+    for key, allowed in when_raw.items():
+        if key not in earlier:
+            raise ConfigError(f"{where}: key '{name}': 'when' refers to {short(key)}, which is not a parameter "
+                              f"above it")
+        allowed = allowed if isinstance(allowed, list) else [allowed]
+        if not allowed:
+            raise ConfigError(f"{where}: key '{name}': 'when' lists no value of '{key}': it could never hold")
+        when[key] = tuple(_check_value(where, key, v, *types[key]) for v in allowed)
+        never = [v for v in when[key] if not earlier[key].contains(v)]
+        if never:
+            raise ConfigError(f"{where}: key '{name}': 'when' names {key} = {short(never[0])}, a value '{key}' "
+                              f"never takes in this space")
+    return when
+
+
+def _parse_spec(where: str, name: str, raw: Any, types: dict, earlier: dict[str, ParamSpec]) -> ParamSpec:
     field_type, meta = types[name]
     if not isinstance(raw, dict):
         return ParamSpec(name, "fixed", (_check_value(where, name, raw, field_type, meta),))
@@ -201,37 +274,13 @@ def _parse_spec(where: str, name: str, raw: Any, types: dict, earlier: list[str]
         close = difflib.get_close_matches(str(bad), DISTRIBUTIONS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{where}: key '{name}': expected one of {', '.join(DISTRIBUTIONS)} (and 'when'), "
-                          f"got '{bad}'{hint}")
+                          f"got {short(bad)}{hint}")
     kind, args = kinds[0], raw[kinds[0]]
     if not isinstance(args, list) or not args:
-        raise ConfigError(f"{where}: key '{name}': '{kind}' needs a non-empty list, got {args!r}")
-    if kind == "choice":
-        args = tuple(_check_value(where, name, v, field_type, meta) for v in args)
-    else:
-        size = {"uniform": (2,), "loguniform": (2,), "quniform": (3,), "randint": (2, 3), "qrandint": (3,)}[kind]
-        if len(args) not in size or any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
-            raise ConfigError(f"{where}: key '{name}': '{kind}' needs {' or '.join(map(str, size))} numbers, got {args!r}")
-        if args[0] > args[1]:
-            raise ConfigError(f"{where}: key '{name}': low {args[0]} > high {args[1]}")
-        if kind == "loguniform" and args[0] <= 0:
-            raise ConfigError(f"{where}: key '{name}': loguniform needs positive bounds, got {args[0]}")
-        if len(args) == 3 and args[2] <= 0:
-            raise ConfigError(f"{where}: key '{name}': the step must be positive, got {args[2]}")
-        integer = kind in ("randint", "qrandint")
-        if integer and any(not float(a).is_integer() for a in args):
-            raise ConfigError(f"{where}: key '{name}': '{kind}' needs integer bounds, got {args!r}")
-        args = tuple(int(a) for a in args) if integer else tuple(float(a) for a in args)
-        for bound in args[:2]:
-            _check_value(where, name, bound, field_type, meta)
-    if not isinstance(when_raw, dict):
-        raise ConfigError(f"{where}: key '{name}': 'when' must map parameters to values, got {when_raw!r}")
-    when = {}
-    for key, allowed in when_raw.items():
-        if key not in earlier:
-            raise ConfigError(f"{where}: key '{name}': 'when' refers to '{key}', which is not a parameter above it")
-        allowed = allowed if isinstance(allowed, list) else [allowed]
-        when[key] = tuple(_check_value(where, key, v, *types[key]) for v in allowed)
-    return ParamSpec(name, kind, args, when)
+        raise ConfigError(f"{where}: key '{name}': '{kind}' needs a non-empty list, got {short(args)}")
+    args = (_choice_args(where, name, args, field_type, meta) if kind == "choice"
+            else _numeric_args(where, name, kind, args, field_type, meta))
+    return ParamSpec(name, kind, args, _parse_when(where, name, when_raw, types, earlier))
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -242,37 +291,29 @@ def load_space(path: str | Path) -> SearchSpace:
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
         raise ConfigError(f"{where}: expected a mapping with a non-empty 'params:' mapping")
     for key in raw:
-        if key not in ("params", "search", "starts"):
-            close = difflib.get_close_matches(str(key), ["params", "search", "starts"], n=1)
-            raise ConfigError(f"{where}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        if key not in TOP_KEYS:
+            raise unknown_key(key, list(TOP_KEYS), where)
     types = _field_types()
     specs: list[ParamSpec] = []
     for name, spec_raw in raw["params"].items():
         if name not in types:
-            close = difflib.get_close_matches(str(name), list(types), n=1)
-            raise ConfigError(f"{where}: unknown key '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        spec = _parse_spec(where, name, spec_raw, types, [s.name for s in specs])
+            raise unknown_key(name, list(types), where)
+        spec = _parse_spec(where, name, spec_raw, types, {s.name: s for s in specs})
         if name in CACHE_FIELDS and (spec.kind != "fixed" or spec.when):
             raise ConfigError(f"{where}: key '{name}' cannot be searched: it decides the shared image cache")
         specs.append(spec)
-    search = raw.get("search") or {}
+    search = {} if raw.get("search") is None else raw["search"]
     if not isinstance(search, dict):
-        raise ConfigError(f"{where}: 'search' must be a mapping")
-    for key, value in search.items():
-        if key not in SEARCH_KEYS:
-            raise ConfigError(f"{where}: unknown key 'search.{key}' (expected {', '.join(SEARCH_KEYS)})")
-        if not isinstance(value, SEARCH_KEYS[key]) or isinstance(value, bool):
-            raise ConfigError(f"{where}: key 'search.{key}' must be {SEARCH_KEYS[key].__name__}, got {value!r}")
-    if search.get("scheduler", "asha") not in ("asha", "fifo"):
-        raise ConfigError(f"{where}: key 'search.scheduler' must be asha or fifo, got {search['scheduler']!r}")
+        raise ConfigError(f"{where}: 'search' must be a mapping, got {short(search)}")
+    search = check_values(search, where, label=lambda key: f"key 'search.{key}'")
     space = SearchSpace(path.resolve(), tuple(specs), dict(search), ())
-    starts = raw.get("starts") or []
+    starts = [] if raw.get("starts") is None else raw["starts"]
     if not isinstance(starts, list) or not all(isinstance(s, dict) for s in starts):
         raise ConfigError(f"{where}: 'starts' must be a list of mappings")
     checked = []
     for number, start in enumerate(starts, start=1):
         point = space.point_in_space(start)
         if point is None or set(start) - {s.name for s in specs}:
-            raise ConfigError(f"{where}: starts[{number}] {start} does not lie in the space")
+            raise ConfigError(f"{where}: starts[{number}] {short(start)} does not lie in the space")
         checked.append(point)
     return SearchSpace(space.path, space.params, space.search, tuple(checked))

@@ -1,0 +1,90 @@
+"""What a search runs (trials, their length, ASHA's cuts, the seed) and what each trial gets.
+
+The typed source of these names and their ranges, checked before Ray starts. A search's settings
+come from three places, later ones winning: the defaults here, a space file's ``search:`` block,
+and the command line (where ``--smoke`` first shrinks them). Each value is checked where it comes
+from, so an error names the file's key or the flag; :meth:`SearchSettings.check` then checks the
+combination. :class:`TrialResources` are the command line's alone and may change on ``--resume``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional
+
+from ..typed_config import ConfigError, field_names, knob, validate
+
+__all__ = ["SearchSettings", "TrialResources", "SMOKE", "flag_label", "check_values"]
+
+Scheduler = Literal["asha", "fifo"]
+
+
+@dataclass
+class SearchSettings:
+    """How many trials, how long each may train, how ASHA stops them, and the sampler's seed."""
+
+    num_samples: int = knob(16, "trials", low=1, high=100_000)
+    max_epochs: int = knob(15, "epochs of a trial that is never stopped (ASHA's max_t)", low=1, high=10_000)
+    grace_period: int = knob(2, "ASHA: epochs before a trial can be stopped", low=1, high=10_000)
+    reduction_factor: int = knob(3, "ASHA: keep 1 / this many trials at each rung", low=2, high=100)
+    scheduler: Scheduler = knob("asha", "early stopping: asha, or fifo (every trial runs to the end)")
+    seed: int = knob(0, "seed of the TPE sampler", low=0, high=2**32 - 1)
+
+    def check(self, where: str, sources: Optional[dict[str, str]] = None) -> "SearchSettings":
+        """Validate each value and the combination; ``sources`` names where each value came from."""
+        validate(self, where=where)
+        if self.scheduler == "asha" and self.grace_period > self.max_epochs:
+            said = sources or {}
+            raise ConfigError(f"grace_period {self.grace_period} ({said.get('grace_period', 'default')}) exceeds "
+                              f"max_epochs {self.max_epochs} ({said.get('max_epochs', 'default')}): ASHA could "
+                              f"never stop a trial")
+        return self
+
+    def to_mapping(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: The CI-sized search of ``tune.py --smoke``.
+SMOKE = {"num_samples": 6, "max_epochs": 4, "grace_period": 1, "reduction_factor": 2}
+
+
+@dataclass
+class TrialResources:
+    """What each trial asks of the cluster, and how failures are retried."""
+
+    gpus_per_trial: float = knob(0.0, "GPU fraction per trial: 0.25 packs four trials on a GPU", low=0.0, high=1024)
+    cpus_per_trial: float = knob(1.0, "CPUs per trial", low=0.01, high=1024)
+    max_concurrent: Optional[int] = knob(None, "cap on concurrent trials", low=1, high=100_000)
+    max_failures: int = knob(0, "restarts of a crashed trial from its last checkpoint", low=0, high=100)
+
+    def check(self, where: str = "command line") -> "TrialResources":
+        validate(self, where=where, label=flag_label)
+        if self.gpus_per_trial > 1 and not float(self.gpus_per_trial).is_integer():
+            raise ConfigError(f"{where}: --gpus-per-trial above 1 must be a whole number of GPUs, "
+                              f"got {self.gpus_per_trial:g}")
+        return self
+
+
+def flag_label(name: str) -> str:
+    """A field's command-line flag: ``num_samples`` -> ``--num-samples``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_values(values: dict[str, Any], where: str,
+                 label: Optional[Callable[[str], str]] = None) -> dict[str, Any]:
+    """Validate a partial mapping of :class:`SearchSettings` values (a space's ``search:`` block, flags).
+
+    Unknown names, wrong types and out-of-range values raise ConfigError naming ``where`` and the
+    key (rendered by ``label``); returns the values converted to their field types.
+    """
+    label = label or (lambda key: f"key '{key}'")
+    names = field_names(SearchSettings)
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            raise ConfigError(f"{where}: unknown {label(key)}"
+                              + (f" (did you mean '{close[0]}'?)" if close else f" (expected {', '.join(names)})"))
+    probe = dataclasses.replace(SearchSettings(), **values)
+    validate(probe, where=where, label=label)
+    return {key: getattr(probe, key) for key in values}
