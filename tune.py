@@ -10,39 +10,54 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
+
+from semproxy.cli import OneLineParser, run_interruptible
+from semproxy.config import DataConfig
+from semproxy.search.settings import SMOKE, SearchSettings, TrialResources, flag_label
+
+DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["dataset"])
+
+
+def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: str) -> None:
+    """One flag per field of a typed settings class: its type, help text and default, from the class."""
+    hints = typing.get_type_hints(section)
+    for f in dataclasses.fields(section):
+        kind = typing.get_args(hints[f.name])
+        choices = kind if typing.get_origin(hints[f.name]) is typing.Literal else None
+        scalar = next((k for k in kind if k is not type(None)), hints[f.name]) if not choices else str
+        default = "what fits the cluster" if f.default is None else f.default
+        parser.add_argument(flag_label(f.name), type=scalar, choices=choices, default=None,
+                            metavar=None if choices else {int: "N", float: "X"}.get(scalar, "VALUE"),
+                            help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}{default})")
 
 
 def search_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python tune.py", description=__doc__.splitlines()[0],
-                                epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR")
-    p.add_argument("--space", required=True, help="search-space YAML (search_spaces/*.yaml)")
-    p.add_argument("--dataset", choices=["cub200", "cars196", "sop", "inshop", "inat", "synthetic"],
-                   help="benchmark (default with --smoke: synthetic)")
-    p.add_argument("--data-root", help="dataset folder (default ./data/<dataset>)")
+    p = OneLineParser(prog="python tune.py", description=__doc__.splitlines()[0],
+                      epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR")
+    p.add_argument("--space", required=True, help="search-space YAML, e.g. search_spaces/vptsp.yaml")
+    p.add_argument("--dataset", choices=DATASETS, help="benchmark (required, except with --smoke: synthetic)")
+    p.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
     p.add_argument("--config", help="base config the space overrides (default: the dataset's experiments/ file)")
-    p.add_argument("--num-samples", type=int, help="trials (default: the space's, else 16)")
-    p.add_argument("--max-epochs", type=int, help="epochs of a full trial, ASHA's max_t (default 15)")
-    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPU fraction per trial, e.g. 0.25")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial")
-    p.add_argument("--max-concurrent", type=int, help="cap on concurrent trials (default: what fits)")
-    p.add_argument("--scheduler", choices=["asha", "fifo"], help="early stopping (default asha)")
-    p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1 / this at each rung")
-    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
-    p.add_argument("--name", help="run name (default <space>-<dataset>); the run lives in STORAGE/NAME")
-    p.add_argument("--storage", help="where runs live: a local path or a URI shared by all nodes (default ./runs)")
-    p.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
-    p.add_argument("--backbone", help="timm model name (overrides the base config)")
-    p.add_argument("--weights", help="local backbone weights file")
-    p.add_argument("--max-failures", type=int, default=0, help="restarts of a crashed trial from its checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue the run STORAGE/NAME")
-    p.add_argument("--smoke", action="store_true", help="CI-sized run: 6 trials x 4 epochs on synthetic data")
+    _typed_flags(p, SearchSettings, "the space's search.{name}, else ")
+    _typed_flags(p, TrialResources, "")
+    p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: <space>-<dataset>)")
+    p.add_argument("--storage", help="folder where runs live, every node's when on a cluster (default: ./runs)")
+    p.add_argument("--address", help="attach to this running Ray cluster; 'auto' finds one started on this "
+                                     "machine with 'ray start' (default: start a local cluster on 127.0.0.1)")
+    p.add_argument("--backbone", help="timm model name (default: the base config's)")
+    p.add_argument("--weights", help="local backbone weights file (default: the base config's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run STORAGE/NAME with the same arguments (it trusts that folder like code)")
+    p.add_argument("--smoke", action="store_true",
+                   help="CI-sized run on synthetic data: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()))
     return p
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python tune.py export", description="Export a run's best config.")
+    p = OneLineParser(prog="python tune.py export", description="Export a run's best config.")
     p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
     p.add_argument("-o", "--output", required=True, help="YAML file to write")
     p.add_argument("--keep-validation", action="store_true",
@@ -50,37 +65,52 @@ def export_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["export"]:
-        args = export_parser().parse_args(argv[1:])
-        from semproxy.config import ConfigError
-        from semproxy.search.results import export_best
+def report_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python tune.py report", description="Write a run's HTML report.")
+    p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
+    p.add_argument("-o", "--output", help="folder for report.html and its PNGs (default: RUN_DIR/report)")
+    return p
 
-        try:
-            path, row = export_best(args.run_dir, args.output, final=not args.keep_validation)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print(f"wrote {path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f}")
-        return 0
-    if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog="python tune.py report", description="Write a run's HTML report.")
-        parser.add_argument("run_dir", help="the search's run directory (runs/<name>)")
-        parser.add_argument("-o", "--output", help="folder for report.html and its PNGs (default RUN_DIR/report)")
-        args = parser.parse_args(argv[1:])
-        from semproxy.config import ConfigError
-        from semproxy.search.report import write_report
 
-        try:
-            print(f"wrote {write_report(args.run_dir, args.output)}")
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        return 0
+def _export(argv: list[str]) -> int:
+    from semproxy.config import ConfigError
+    from semproxy.search.results import export_best
+
+    args = export_parser().parse_args(argv)
+    try:
+        path, row = export_best(args.run_dir, args.output, final=not args.keep_validation)
+    except (ConfigError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f}")
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    from semproxy.config import ConfigError
+    from semproxy.search.report import write_report
+
+    args = report_parser().parse_args(argv)
+    try:
+        print(f"wrote {write_report(args.run_dir, args.output)}")
+    except (ConfigError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _search(argv: list[str]) -> int:
     from semproxy.search.runner import run_search
 
     return run_search(search_parser().parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"export": _export, "report": _report}
+    if argv[:1] and argv[0] in commands:
+        return run_interruptible(lambda: commands[argv[0]](argv[1:]), "nothing was written")
+    return run_interruptible(lambda: _search(argv), "resume with --resume (the same command plus --resume)")
 
 
 if __name__ == "__main__":

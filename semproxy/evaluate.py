@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint
+from .cli import OneLineParser, run_interruptible
 from .config import Config, ConfigError
 from .data.prepared import prepare_data
 from .data.records import DatasetError
@@ -21,6 +22,7 @@ from .evaluation import evaluate
 from .host_memory import keep_freed_host_memory
 from .models import BackboneError, build_model
 from .train import metric_names, resolve_device
+from .typed_config import first_line
 
 __all__ = ["main", "evaluate_checkpoint"]
 
@@ -30,8 +32,8 @@ def evaluate_checkpoint(path: str, overrides: list[str] = (), *, progress: bool 
     payload = load_checkpoint(path)
     config = Config.from_mapping(payload["config"], where=f"{path} (config)").with_overrides(list(overrides))
     config = config.replace({"test_eval": True})
+    device = resolve_device(config.eval.device, where=f"{path} (config)")  # before any work
     data = prepare_data(config, with_test=True)
-    device = resolve_device(config.eval.device)
     if device.type == "cpu":  # as training does: activations reused batch after batch, not re-faulted
         keep_freed_host_memory()
     model = build_model(config.model, len(np.unique(data.train.labels)))
@@ -49,20 +51,24 @@ def evaluate_checkpoint(path: str, overrides: list[str] = (), *, progress: bool 
     return metric_names("test", metrics)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m semproxy.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint file or the folder holding checkpoint.pt")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a runtime field (data_root, cache_dir, device, eval_batch_size)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+def _evaluate(args: argparse.Namespace) -> int:
     try:
         metrics = evaluate_checkpoint(args.checkpoint, args.set, progress=not args.no_progress)
     except (CheckpointError, ConfigError, DatasetError, BackboneError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(prog="python -m semproxy.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint file or the folder holding checkpoint.pt")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a runtime field (data_root, cache_dir, device, eval_batch_size)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. for log files)")
+    args = parser.parse_args(argv)
+    return run_interruptible(lambda: _evaluate(args), "nothing was written")
 
 
 if __name__ == "__main__":

@@ -9,45 +9,49 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_text_atomic
 from .checkpoint import CHECKPOINT_FILE, CheckpointError
+from .cli import OneLineParser, command_line, run_interruptible
 from .config import Config, ConfigError
+from .typed_config import first_line
 
 __all__ = ["main", "write_json"]
 
 
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(payload, out, indent=2, default=float)
-        out.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=float) + "\n")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m semproxy.train", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m semproxy.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML config (e.g. experiments/synthetic.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     parser.add_argument("--out", default=None, help="output folder (default: runs/final/<config name>)")
     parser.add_argument("--train-only", action="store_true",
                         help="train on the training classes only (keep the validation carve)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. for log files)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate and record; the exit status (2: bad input, 130: interrupted, resumable)."""
     args = _parse(argv)
+    return run_interruptible(lambda: _train(args), f"resume with: {command_line(drop=('--resume',))} --resume")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import resolve_device
+
     try:
         config = Config.load(args.config).with_overrides(args.set)
         config = config.replace({"test_eval": True, **({} if args.train_only else {"val_fraction": 0.0})})
+        resolve_device(config.eval.device, where=args.config)  # a device that is not there fails before any work
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = prepare_data(config, with_test=True)
     except (DatasetError, BackboneError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     writer = SummaryWriter(str(out / "tensorboard"))
 
@@ -84,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = fit(config, data=data, callbacks=[log_and_save], resume_from=checkpoint if args.resume else None,
                      progress=not args.no_progress)
-    except (CheckpointError, ConfigError, BackboneError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (CheckpointError, ConfigError, BackboneError, DatasetError, ValueError) as error:
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     for name, value in result.test_metrics.items():
         writer.add_scalar(name, value, config.optim.epochs)

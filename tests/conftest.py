@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -38,3 +43,42 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.randn(8, 3, 32, 32, generator=generator)
     labels = torch.tensor([4, 4, 0, 0, 2, 2, 5, 5])
     return images, labels
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Callable[[int], Path]]:
+    """Mounts a tmpfs of the given size in kB (skips when not root or mount fails); unmounts after."""
+    mounted = []
+
+    def mount(kilobytes: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _free(folder: Path) -> int:
+    stats = os.statvfs(folder)  # not shutil.disk_usage, which some tests replace
+    return stats.f_bavail * stats.f_frsize
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Write zeros into ``folder/filler`` until its filesystem has at most ``leave`` bytes free."""
+    filler = folder / "filler"
+    with open(filler, "ab", buffering=0) as handle:
+        try:
+            while _free(folder) > leave:
+                handle.write(bytes(min(1 << 20, max(4096, _free(folder) - leave))))
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from processes import descendants, processes_mentioning
 from semproxy.search import cluster
 from semproxy.search.results import read_trials
 
@@ -41,28 +42,6 @@ def test_local_paths_are_refused_only_on_multi_host_clusters(monkeypatch, tmp_pa
     assert problems == ["--storage /home/me/runs (ext4 filesystem)"]
 
 
-def _descendants_of_processes_mentioning(*texts: str) -> set[int]:
-    """PIDs whose command line mentions all of ``texts``, and all their descendants (Linux /proc)."""
-    parents: dict[int, int] = {}
-    roots = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if all(text in command for text in texts):
-                roots.add(int(entry.name))
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, grew = set(roots), True
-    while grew:
-        new = {pid for pid, parent in parents.items() if parent in found} - found
-        found |= new
-        grew = bool(new)
-    return found
-
-
 @pytest.fixture
 def two_node_cluster(tmp_path):
     """A head and a worker node on loopback, in their own temp dir so that only they are stopped after."""
@@ -77,8 +56,8 @@ def two_node_cluster(tmp_path):
                        capture_output=True, timeout=120)
         yield f"127.0.0.1:{port}", env
     finally:  # not `ray stop`: that would stop every Ray cluster on this machine
-        ours = _descendants_of_processes_mentioning(temp_dir)
-        ours |= _descendants_of_processes_mentioning("ray.util.client.server", f":{port} ")  # outlives `ray start`
+        ours = descendants(processes_mentioning(temp_dir))
+        ours |= descendants(processes_mentioning("ray.util.client.server", f":{port} "))  # outlives `ray start`
         for pid in ours:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -5,22 +5,21 @@ forked processes for concurrent drivers and for code that could die of SIGBUS.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import multiprocessing
 import os
 import re
 import shutil
-import subprocess
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import fill_disk
 from fake_layouts import make_cub_official, make_inat, make_inshop, make_sop, write_jpeg
 from semproxy.data import DatasetError, ImageList, build_eval_cache, build_train_cache, load_benchmark
 from semproxy.data import cache as cache_module
@@ -61,38 +60,6 @@ def _in_child(fn: Callable[[], object]) -> tuple[str, str]:
     return receive.recv()
 
 
-def _fill(folder: Path) -> None:
-    """Write zeros into ``folder`` until its filesystem is full."""
-    with open(folder / "filler", "ab", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(bytes(4096))
-        except OSError as error:
-            assert error.errno == errno.ENOSPC
-
-
-@pytest.fixture
-def small_disk(tmp_path) -> Iterator[Callable[[int], Path]]:
-    """Mounts a tmpfs of the given size in kB (skips when not root or mount fails); unmounts after."""
-    mounted = []
-
-    def mount(kilobytes: int) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
 # ---- a full disk under cache_dir ----------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["train", "eval"])
 def test_too_little_space_is_refused_before_writing(tmp_path, small_disk, kind):
@@ -114,10 +81,10 @@ def test_a_disk_filling_up_during_the_build_is_an_error_not_sigbus(tmp_path, sma
     def build() -> None:  # patches only the forked child's modules
         if fill_when == "while decoding":
             open_rgb = cache_module._open_rgb
-            cache_module._open_rgb = lambda *args: (_fill(disk), open_rgb(*args))[1]
+            cache_module._open_rgb = lambda *args: (fill_disk(disk), open_rgb(*args))[1]
         else:
             disk_usage = shutil.disk_usage
-            shutil.disk_usage = lambda path: (disk_usage(path), _fill(disk))[0]
+            shutil.disk_usage = lambda path: (disk_usage(path), fill_disk(disk))[0]
         build_train_cache(images, 32, cache_dir=disk / "cache", workers=1)
 
     error, message = _in_child(build)

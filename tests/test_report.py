@@ -72,7 +72,7 @@ def test_report_study_and_rungs_cover_every_trial_that_reported():
 
     curves = {"a": {1: 0.2, 2: 0.5, 4: 0.6}, "b": {1: 0.4}, "c": {1: 0.1, 2: 0.3}}
     rows = [TrialRow(t, "TERMINATED", {"lr": lr, "method": "vpt"}, max(c), max(c.values()), 1, math.nan, None,
-                     None, "") for (t, c), lr in zip(curves.items(), (1e-3, 1e-2, 3e-2))]
+                     None, "", c) for (t, c), lr in zip(curves.items(), (1e-3, 1e-2, 3e-2))]
     specs = [{"name": "lr", "kind": "loguniform", "args": [1e-4, 1e-1]}, {"name": "method", "kind": "fixed",
                                                                           "args": ["vpt"]}]
     study = report_study(rows, curves, specs)

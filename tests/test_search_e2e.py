@@ -4,11 +4,13 @@ from __future__ import annotations
 import glob
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import fill_disk
 from semproxy.final import main as final_main
 from semproxy.search.results import read_trials
 from tune import main as tune_main
@@ -136,6 +138,38 @@ def test_a_broken_trial_does_not_take_the_search_down(ray_session, tmp_path, cap
     assert "'adapter_layers' is 13 but backbone 'vit_micro_patch8_32.synthetic' has 12 blocks" in errored[0].error
     assert any(r.status == "TERMINATED" and r.epochs == 2 for r in rows)
     assert "errors:" in out and errored[0].trial_id in out.split("errors:")[1]
+
+
+def test_a_filling_disk_under_storage_stops_the_search_resumably(ray_session, space, tmp_path, small_disk, capsys):
+    import threading
+
+    from semproxy.search.results import read_experiment_state
+
+    disk = small_disk(48 * 1024)
+    args = _common(tmp_path, space, "full") + ["--storage", str(disk), "--num-samples", "3", "--max-epochs", "3",
+                                               "--scheduler", "fifo", "--max-concurrent", "1"]
+    run = disk / "full"
+
+    def fill_when_a_trial_has_reported() -> None:  # another program takes the space: 4 MB stay free
+        deadline = time.time() + 120
+        while time.time() < deadline and not glob.glob(str(run / "train_dml_*" / "progress.csv")):
+            time.sleep(0.2)
+        fill_disk(disk, leave=4 << 20)
+
+    filler = threading.Thread(target=fill_when_a_trial_has_reported)
+    filler.start()
+    code = tune_main(args)
+    filler.join()
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "MB free under --storage" in err and "free some space, then resume" in err and "Traceback" not in err
+    assert read_experiment_state(run).path is not None  # whole, not cut short
+    rows = read_trials(run)
+    assert any(r.status in ("RUNNING", "PENDING") for r in rows) and not (run / "best_config.yaml").exists()
+    (disk / "filler").unlink()
+    assert tune_main(args + ["--resume"]) == 0
+    rows = read_trials(run)
+    assert len(rows) == 3 and all(r.status == "TERMINATED" and r.epochs == 3 for r in rows)
 
 
 def _crash_once_at_epoch_two(params, *, base, data, marker):

@@ -1,7 +1,8 @@
-"""A search whose driver is killed with SIGKILL resumes to completion without rerunning anything."""
+"""Stopped searches: SIGKILL resumes without rerunning anything; Ctrl-C says so; a resume must be the same run."""
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import pickle
 import signal
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from processes import descendants, listening_sockets
 
 ROOT = Path(__file__).parent.parent
 SPACE = "params:\n  method: vptsp_gru\n  lr: {loguniform: [0.0005, 0.02]}\n  lr_proxy: {choice: [0.01, 0.1, 0.5]}\n"
@@ -75,3 +78,59 @@ def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
             assert trial in rung, (trial, stop)  # stopped only at a rung, where its value was recorded
             assert rung[trial] < max(rung.values()), (trial, rung)  # and never as the best of that rung
     assert "best config (final training)" in resumed.stdout
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *texts: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-2000:]
+    assert all(text in lines[0] for text in texts), (texts, lines[0])
+
+
+def test_an_interrupted_search_says_so_listens_on_loopback_and_resumes_only_as_itself(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    (tmp_path / "other.yaml").write_text(SPACE.replace("0.0005", "0.001"))
+    command = [sys.executable, str(ROOT / "tune.py"), "--space", "space.yaml", "--dataset", "synthetic",
+               "--data-root", str(tmp_path / "data"), "--num-samples", "4", "--max-epochs", "3",
+               "--grace-period", "1", "--max-concurrent", "1", "--storage", str(tmp_path / "runs"), "--name", "i"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # the product's own defaults
+    run = tmp_path / "runs" / "i"
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not _iterations(run):
+        time.sleep(0.5)
+    assert _iterations(run), "the search made no progress"
+    # A local cluster is the driver's own, and listens on loopback only (Ray's default is every interface).
+    listeners = listening_sockets(descendants({driver.pid}))
+    assert len({pid for _, _, pid in listeners}) >= 3, listeners  # the driver, the GCS, a raylet, workers
+    assert all(ipaddress.ip_address(host).is_loopback for host, _, _ in listeners), listeners
+
+    os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground process group
+    out, err = driver.communicate(timeout=180)
+    assert driver.returncode == 130, err[-2000:]
+    assert "interrupted: resume with --resume" in err and "PARTIAL" in out
+    assert not (run / "best_config.yaml").exists()
+    trials = set(glob.glob(str(run / "train_dml_*")))
+
+    # --resume with another space is refused, naming what differs
+    other = [a if a != "space.yaml" else "other.yaml" for a in command] + ["--resume"]
+    _one_line_error(subprocess.run(other, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240),
+                    "is another search", "space")
+    # A truncated experiment state (a full disk) is refused, never restarted from scratch inside the run
+    state = max(run.glob("experiment_state-*.json"), key=lambda p: p.name)
+    saved = state.read_bytes()
+    state.write_bytes(saved[:len(saved) // 2])
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=240)
+    _one_line_error(resumed, state.name, "damaged Tune experiment state")
+    export = subprocess.run([sys.executable, str(ROOT / "tune.py"), "export", str(run), "-o", "best.yaml"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    _one_line_error(export, state.name)
+    assert set(glob.glob(str(run / "train_dml_*"))) == trials and not (tmp_path / "best.yaml").exists()
+
+    state.write_bytes(saved)
+    resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "best_config.yaml").is_file() and "best config (final training)" in resumed.stdout
+    assert len(_iterations(run)) == 4

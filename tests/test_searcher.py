@@ -35,3 +35,25 @@ def test_asha_rungs_round_trip_through_the_callback_state():
 def test_tpe_sampler_settings():
     sampler = make_sampler(7)
     assert sampler._multivariate and sampler._group and sampler._rng.rng.random() == make_sampler(7)._rng.rng.random()
+
+
+def _searcher(max_t: int):
+    from semproxy.search.searcher import PruningAwareOptunaSearch
+
+    def space(trial):
+        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+
+    searcher = PruningAwareOptunaSearch(space, metric="val_map_at_r", mode="max", sampler=make_sampler(0), max_t=max_t)
+    searcher.set_search_properties(None, None, {})
+    return searcher
+
+
+def test_a_trial_that_ran_its_own_epochs_is_complete_and_one_stopped_before_is_pruned():
+    searcher = _searcher(max_t=6)
+    for trial_id, config, iteration in [("full", {}, 6), ("asha", {}, 2),
+                                        ("short", {"epochs": 3}, 3), ("short-stopped", {"epochs": 3}, 2)]:
+        searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_id, {"val_map_at_r": 0.5, "training_iteration": iteration, "config": config})
+    states = [t.state.name for t in searcher._ot_study.trials]
+    # a trial whose sampled 'epochs' is below max_t finished when it ran them all: COMPLETE, not PRUNED
+    assert states == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]

@@ -7,6 +7,7 @@ metrics with a checkpoint; a restarted or resumed trial continues from ``tune.ge
 """
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from typing import Any
@@ -48,6 +49,8 @@ def finite_metrics(values: dict[str, float]) -> dict[str, float]:
 
 def train_dml(params: dict[str, Any], *, base: dict, data: PreparedData) -> None:
     """Train one sampled configuration, reporting every epoch."""
+    # Ray logs every persisted checkpoint at INFO; forwarded to the driver, such lines trail its summary.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     config = Config.from_mapping(base).replace(params, where="trial config")
     resume = None
     checkpoint = tune.get_checkpoint()

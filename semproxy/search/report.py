@@ -16,9 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-from .results import METRIC, format_value, read_search_file, read_trials
+from .record import SearchRecord
+from .results import format_value, read_trials, search_progress
 
-__all__ = ["write_report", "report_study", "read_curves", "asha_rungs"]
+__all__ = ["write_report", "report_study", "asha_rungs"]
 
 
 def _distribution(spec: dict):
@@ -94,21 +95,6 @@ def _optuna_plot(plot: Callable, study, **kwargs) -> Optional[bytes]:
     return _png(figure)
 
 
-def read_curves(rows) -> dict[str, dict[int, float]]:
-    """Validation MAP@R per epoch of every trial that reported, from Tune's progress.csv files."""
-    import pandas as pd
-
-    curves = {}
-    for row in rows:
-        progress = Path(row.path) / "progress.csv"
-        if progress.is_file() and progress.stat().st_size:
-            frame = pd.read_csv(progress)
-            if METRIC in frame:
-                curves[row.trial_id] = {int(i): float(v) for i, v in zip(frame["training_iteration"], frame[METRIC])
-                                        if math.isfinite(v)}
-    return curves
-
-
 def _plot_curves(curves: dict[str, dict[int, float]], rungs: dict[int, dict[str, float]],
                  reduction_factor: int) -> Optional[bytes]:
     """Validation MAP@R per epoch for every trial, with ASHA's rung cut-offs."""
@@ -163,13 +149,13 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
     from optuna.visualization import matplotlib as ovm
 
     run_dir = Path(run_dir).resolve()
-    meta = read_search_file(run_dir)
+    record = SearchRecord.read(run_dir)
+    rows = read_trials(run_dir)
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
-    rows = read_trials(run_dir)
-    curves = read_curves(rows)
-    study = report_study(rows, curves, meta.get("space_resolved", []))
-    settings = meta["settings"]
+    curves = {r.trial_id: r.curve for r in rows if r.curve}
+    study = report_study(rows, curves, record.space_resolved)
+    settings = record.settings
     rungs = asha_rungs(curves, settings) if settings.get("scheduler", "asha") == "asha" else {}
     figures: list[tuple[str, str, Optional[bytes]]] = [
         ("curves", "Learning curves and ASHA rungs", _plot_curves(curves, rungs, settings["reduction_factor"]))]
@@ -191,19 +177,22 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
         sections.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>")
     best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
     best_config = (run_dir / "best_config.yaml").read_text() if (run_dir / "best_config.yaml").is_file() else ""
-    summary = (f"<p>{len(rows)} trials: " + ", ".join(
+    finished, complete = search_progress(rows, int(settings.get("num_samples", 0)))
+    partial = ("" if complete else f"<p><b>Partial search</b>: {finished} of {settings.get('num_samples')} trials "
+               f"finished (interrupted or still running; continue it with <code>--resume</code>).</p>")
+    summary = partial + (f"<p>{len(rows)} trials: " + ", ".join(
         f"{sum(r.status == s for r in rows)} {s.lower()}" for s in sorted({r.status for r in rows})) + ". "
         + (f"Best: trial <b>{best.trial_id}</b>, validation MAP@R <b>{best.best_map_at_r:.4f}</b> at epoch "
            f"{best.best_epoch}.</p>" if best else "No trial has reported yet.</p>"))
-    record = {k: meta.get(k) for k in ("command", "space", "seed", "settings", "backbone", "data", "versions",
-                                       "git_commit")}
+    shown = {k: getattr(record, k) for k in ("command", "space", "settings", "metric", "backbone", "data", "versions",
+                                             "git_commit")}
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>semproxy search report: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>
 <h1>Search report: {html.escape(run_dir.name)}</h1>{summary}
 <h2>Trials (best first)</h2>{_table_html(rows)}
 <h2>Best config</h2><pre>{html.escape(best_config or json.dumps(best.params if best else {}, indent=2))}</pre>
 {''.join(sections)}
-<h2>Run record</h2><pre>{html.escape(json.dumps(record, indent=2, default=str))}</pre>
+<h2>Run record</h2><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre>
 </body></html>"""
     page_path = out / "report.html"
     page_path.write_text(page, encoding="utf-8")

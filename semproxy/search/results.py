@@ -1,24 +1,32 @@
 """Reading a finished (or interrupted) search: the trials table, the best trial, and its export.
 
-Works from the run directory alone (Tune's experiment state plus the ``search.json`` the driver
-writes), so ``tune.py export RUN_DIR`` needs neither the driver nor the trainable.
+Works from the run directory's plain files alone, so ``tune.py export RUN_DIR`` and ``report``
+need neither the driver nor Ray, and never execute anything a run folder holds (run folders live on
+shared storage): the run record (``search.json``), Tune's experiment state parsed as JSON (trial
+ids, statuses and folders; its pickled fields are never decoded), and each trial's
+``params.json``, ``progress.csv`` and ``error.txt``. Damaged files are one-line errors naming them.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import Config, ConfigError
+from ..config import ConfigError
+from ..typed_config import short
+from .record import RECORD_FILE, SearchRecord
 
-__all__ = ["SEARCH_FILE", "METRIC", "TrialRow", "read_trials", "best_trial", "export_best", "format_table",
-           "format_value", "read_search_file"]
+__all__ = ["METRIC", "TrialRow", "ExperimentState", "read_experiment_state", "read_trials", "best_trial",
+           "export_best", "format_table", "format_value", "search_progress"]
 
-SEARCH_FILE = "search.json"
 METRIC = "val_map_at_r"
+FINISHED = ("TERMINATED", "ERROR")
+TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_\d+_")  # <trainable>_<trial id>_<number>_<params>  # Tune's statuses of a trial that will not run again
 
 
 @dataclass
@@ -35,13 +43,62 @@ class TrialRow:
     checkpoint: Optional[str]
     error: Optional[str]
     path: str
+    curve: dict[int, float]    # validation MAP@R per epoch (finite values only)
 
 
-def read_search_file(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / SEARCH_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a semproxy search run ({SEARCH_FILE} not found)")
-    return json.loads(path.read_text())
+@dataclass
+class ExperimentState:
+    """What Tune's newest experiment-state file says of each trial: status and folder."""
+
+    path: Optional[Path]
+    statuses: dict[str, str]
+    folders: dict[str, str]
+
+
+def _experiment_state_files(run_dir: Path) -> list[Path]:
+    """Tune's experiment-state snapshots, newest first (one per driver session, named by its start)."""
+    return sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name, reverse=True)
+
+
+def read_experiment_state(run_dir: str | Path) -> ExperimentState:
+    """Parse the newest experiment state as JSON; a damaged one is a one-line ConfigError naming it.
+
+    A truncated state (a full disk, a kill mid-write) must never pass for a shorter run: Tune would
+    silently restart the search inside the folder, and an export would lose trials.
+    """
+    files = _experiment_state_files(Path(run_dir))
+    if not files:
+        return ExperimentState(None, {}, {})
+    path = files[0]
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        statuses, folders = {}, {}
+        for entry in raw["trial_data"]:
+            trial = json.loads(entry[0])
+            statuses[trial["trial_id"]] = str(trial["status"])
+            folders[trial["trial_id"]] = str(trial["relative_logdir"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as error:
+        older = f"; an older snapshot is {files[1].name} (delete the damaged file to use it)" if len(files) > 1 else ""
+        raise ConfigError(f"{path}: damaged Tune experiment state ({type(error).__name__}: {short(str(error))})"
+                          f"{older}") from None
+    return ExperimentState(path, statuses, folders)
+
+
+def _read_progress(path: Path) -> list[dict[str, str]]:
+    if not path.is_file() or not path.stat().st_size:
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{path}: unreadable progress file ({type(error).__name__}: {short(str(error))})") from None
+
+
+def _number(text: Optional[str]) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
 
 
 def _error_line(trial_path: Path) -> Optional[str]:
@@ -53,36 +110,72 @@ def _error_line(trial_path: Path) -> Optional[str]:
     return lines[-1][:200] if lines else "error"
 
 
-def read_trials(run_dir: Path) -> list[TrialRow]:
-    """Every trial of the run with its best validation MAP@R (NaN-free), best first."""
-    from ray.tune import ExperimentAnalysis
+def _read_params(trial_path: Path) -> dict[str, Any]:
+    path = trial_path / "params.json"
+    if not path.is_file():
+        return {}
+    try:
+        params = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: unreadable trial parameters ({type(error).__name__})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: trial parameters are not a mapping")
+    return params
 
-    analysis = ExperimentAnalysis(str(run_dir), default_metric=METRIC, default_mode="max")
-    frames = analysis.trial_dataframes
-    rows = []
-    for trial in analysis.trials:
-        frame = frames.get(trial.trial_id)
-        has_metric = frame is not None and METRIC in getattr(frame, "columns", [])
-        if has_metric and len(frame):
-            best = int(frame[METRIC].astype(float).idxmax())
-            best_value = float(frame[METRIC].iloc[best])
-            best_epoch = int(frame["training_iteration"].iloc[best])
-            recall = float(frame["val_recall_at_1"].iloc[best]) if "val_recall_at_1" in frame else math.nan
-            epochs = int(frame["training_iteration"].max())
-        else:
-            best_value, best_epoch, recall, epochs = math.nan, 0, math.nan, 0
-        checkpoint = analysis.get_best_checkpoint(trial, METRIC, "max") if has_metric else None
-        rows.append(TrialRow(trial.trial_id, str(trial.status), dict(trial.config), epochs, best_value, best_epoch,
-                             recall, checkpoint.path if checkpoint is not None else None,
-                             _error_line(Path(trial.path)), str(trial.path)))
+
+def _trial_folders(run_dir: Path, state: ExperimentState) -> dict[str, Path]:
+    """Trial id -> folder: those of the experiment state, plus trial folders created after its snapshot."""
+    folders = {trial: run_dir / folder for trial, folder in state.folders.items()}
+    for folder in run_dir.iterdir():
+        named = TRIAL_FOLDER.search(folder.name)
+        if named and (folder / "params.json").is_file():
+            folders.setdefault(named.group(1), folder)
+    return folders
+
+
+def _read_trial(trial_id: str, status: str, folder: Path) -> TrialRow:
+    by_epoch = {}
+    for r in _read_progress(folder / "progress.csv"):
+        epoch = _number(r.get("training_iteration"))
+        if math.isfinite(epoch):
+            by_epoch[int(epoch)] = r  # a restarted trial reports an epoch again: the later line counts
+    curve = {e: _number(r.get(METRIC)) for e, r in by_epoch.items() if math.isfinite(_number(r.get(METRIC)))}
+    best_value, best_epoch, recall, checkpoint = math.nan, 0, math.nan, None
+    if curve:
+        best_epoch = max(curve, key=lambda epoch: (curve[epoch], -epoch))  # the first epoch of the best value
+        best_value, recall = curve[best_epoch], _number(by_epoch[best_epoch].get("val_recall_at_1"))
+        name = by_epoch[best_epoch].get("checkpoint_dir_name") or ""
+        checkpoint = str(folder / name) if name and (folder / name).is_dir() else None
+    error = _error_line(folder) if status == "ERROR" else None
+    return TrialRow(trial_id, status, _read_params(folder), max(by_epoch, default=0), best_value, best_epoch,
+                    recall, checkpoint, error, str(folder), curve)
+
+
+def read_trials(run_dir: str | Path) -> list[TrialRow]:
+    """Every trial of the run with its best validation MAP@R, best first (unscored ones last).
+
+    A trial folder the experiment state does not list yet (the driver stopped before its next
+    snapshot) has status ``UNRECORDED``.
+    """
+    run_dir = Path(run_dir)
+    state = read_experiment_state(run_dir)
+    rows = [_read_trial(trial, state.statuses.get(trial, "UNRECORDED"), folder)
+            for trial, folder in _trial_folders(run_dir, state).items()]
     rows.sort(key=lambda r: (math.isnan(r.best_map_at_r), -(r.best_map_at_r if not math.isnan(r.best_map_at_r) else 0)))
     return rows
 
 
+def search_progress(rows: list[TrialRow], num_samples: int) -> tuple[int, bool]:
+    """(trials that finished, whether the whole search did): every trial started and none to run again."""
+    finished = sum(r.status in FINISHED for r in rows)
+    return finished, finished >= num_samples
+
+
 def best_trial(rows: list[TrialRow]) -> TrialRow:
-    scored = [r for r in rows if not math.isnan(r.best_map_at_r)]
+    """The best trial that did not fail (a failing configuration is no result to train again)."""
+    scored = [r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"]
     if not scored:
-        raise ConfigError("no trial reported a validation MAP@R yet")
+        raise ConfigError("no trial reported a validation MAP@R without failing")
     return scored[0]
 
 
@@ -109,24 +202,26 @@ def format_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def export_best(run_dir: Path, out: Path, *, final: bool = True) -> tuple[Path, TrialRow]:
+def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True) -> tuple[Path, TrialRow]:
     """Write the best trial's full config; ``final`` turns the validation split off and test evaluation on."""
     run_dir = Path(run_dir).resolve()
-    meta = read_search_file(run_dir)
-    row = best_trial(read_trials(run_dir))
-    config = Config.from_mapping(meta["base"], where=f"{run_dir / SEARCH_FILE} (base)").replace(row.params)
+    record = SearchRecord.read(run_dir)
+    rows = read_trials(run_dir)
+    row = best_trial(rows)
+    config = record.base_config(str(run_dir / RECORD_FILE)).replace(row.params, where=f"{row.path}/params.json")
     if final:
         config = config.replace({"val_fraction": 0.0, "test_eval": True})
+    finished, complete = search_progress(rows, int(record.settings.get("num_samples", 0)))
     header = "\n".join([
         f"Best trial {row.trial_id} of the search in {run_dir}",
         f"validation MAP@R {row.best_map_at_r:.4f} at epoch {row.best_epoch} (R@1 {row.recall_at_1:.4f})",
-        f"space: {meta['space']}",
-        f"command: {meta['command']}",
-        f"backbone: {meta['backbone']['name']} (weights sha256 {meta['backbone']['sha256'][:16]}...)",
-        f"data: {meta['data']['dataset']} {json.dumps(meta['data']['counts'])}, files sha256 "
-        f"{meta['data']['files_sha256'][:16]}...",
-        f"code: git {meta.get('git_commit') or 'unknown'}; "
-        + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+        *([] if complete else [f"PARTIAL search: {finished} of {record.settings.get('num_samples')} trials finished"]),
+        f"space: {record.space}",
+        f"command: {record.command}",
+        f"backbone: {record.backbone.get('name')} (weights sha256 {str(record.backbone.get('sha256'))[:16]}...)",
+        f"data: {record.dataset} {json.dumps(record.data.get('counts'))}, files sha256 "
+        f"{str(record.data.get('files_sha256'))[:16]}...",
+        f"code: git {record.git_commit or 'unknown'}; " + ", ".join(f"{k} {v}" for k, v in record.versions.items()),
         f"exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
         + ("; validation split off and test evaluation on for final training" if final else ""),
         f"train it: python -m semproxy.train --config {out}",

@@ -28,15 +28,20 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records trials stopped before ``max_t`` iterations as PRUNED."""
+    """OptunaSearch that records trials stopped before their last epoch as PRUNED.
+
+    A trial's last epoch is ``max_t``, or its own ``epochs`` where the space samples that.
+    """
 
     def __init__(self, *args, max_t: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._max_t = max_t
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        # A trial's own length is its sampled 'epochs' where the space samples it, else max_t.
+        planned = ((result or {}).get("config") or {}).get("epochs", self._max_t)
         stopped_early = (not error and result is not None
-                         and result.get("training_iteration", self._max_t) < self._max_t)
+                         and result.get("training_iteration", planned) < planned)
         if not stopped_early or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         trial = self._ot_trials[trial_id]

@@ -1,0 +1,170 @@
+"""tune.py's command line without Ray: flags checked before any work, honest errors, safe run folders.
+
+Every bad flag must be a one-line error naming it, exit status 2, before data preparation or Ray
+(both replaced here by functions that fail the test if reached); ``export`` and ``report`` read a
+run folder's plain files and never execute what it holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+import semproxy.data.prepared
+import semproxy.search.runner as runner
+from semproxy.config import Config
+from semproxy.search.record import SearchRecord
+from tune import main as tune_main
+
+ROOT = Path(__file__).parent.parent
+SPACE = ROOT / "search_spaces" / "vptsp.yaml"
+
+
+@pytest.fixture
+def no_work(monkeypatch, tmp_path):
+    """Fail the test if data preparation or Ray is reached; returns the storage folder to watch."""
+    def reached(*args, **kwargs):
+        raise AssertionError("work started before the input was checked")
+
+    monkeypatch.setattr(semproxy.data.prepared, "prepare_data", reached)
+    monkeypatch.setattr(runner, "_start_ray", reached)
+    return tmp_path / "runs"
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    """tune.py's exit status and stderr (argparse's usage errors exit through SystemExit)."""
+    try:
+        code = tune_main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--num-samples", "0"], "--num-samples"), (["--num-samples", "-1"], "--num-samples"),
+    (["--max-epochs", "0"], "--max-epochs"), (["--grace-period", "0"], "--grace-period"),
+    (["--reduction-factor", "1"], "--reduction-factor"), (["--reduction-factor", "100000"], "--reduction-factor"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial"), (["--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+    (["--gpus-per-trial", "nan"], "--gpus-per-trial"), (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--max-concurrent", "-5"], "--max-concurrent"), (["--max-failures", "-1"], "--max-failures"),
+    (["--seed", "-3"], "--seed"), (["--num-samples", "many"], "--num-samples"),
+    (["--grace-period", "9"], "--grace-period"), (["--storage", "s3://bucket/runs"], "--storage"),
+])
+def test_bad_flags_are_one_line_errors_before_any_work(no_work, tmp_path, capsys, flags, named):
+    code, err = _run(["--space", str(SPACE), "--smoke", "--storage", str(no_work), *flags], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and named in err and len(err) < 300, err
+    assert not no_work.exists() and not any(tmp_path.glob("s3*"))
+
+
+def test_a_misspelled_space_lists_the_spaces_there_are(no_work, capsys):
+    code, err = _run(["--space", str(ROOT / "search_spaces" / "vptp.yaml"), "--smoke"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "did you mean" in err and "vptsp.yaml" in err and "adapter.yaml" in err
+
+
+def test_invalid_search_values_of_a_space_are_refused_even_with_smoke(no_work, tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  lr: {loguniform: [0.001, 0.01]}\nsearch:\n  num_samples: -1\n")
+    code, err = _run(["--space", str(space), "--smoke"], capsys)
+    assert code == 2 and "search.num_samples" in err and str(space) in err
+
+
+def _args(tmp_path: Path, space_text: str, *flags: str):
+    """Parsed tune.py arguments for a space written from ``space_text``."""
+    from tune import search_parser
+
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    return search_parser().parse_args(["--space", str(space), "--dataset", "synthetic", "--storage",
+                                       str(tmp_path / "runs"), *flags])
+
+
+def test_a_space_that_fixes_epochs_sets_the_trials_length(tmp_path):
+    fixed = "params:\n  epochs: 3\n  lr: {loguniform: [0.001, 0.01]}\n"
+    plan = runner.plan_search(_args(tmp_path, fixed))
+    assert plan.settings.max_epochs == 3 and plan.base.optim.epochs == 3  # ASHA's max_t is the trial's length
+    with pytest.raises(runner.SearchError, match="fixes every trial at 3 epochs but max_epochs is 5"):
+        runner.plan_search(_args(tmp_path, fixed, "--max-epochs", "5"))
+    sampled = "params:\n  epochs: {randint: [2, 20]}\n"
+    with pytest.raises(runner.SearchError, match="reaches beyond max_epochs 15"):
+        runner.plan_search(_args(tmp_path, sampled))
+
+
+def test_flags_override_the_space_which_overrides_the_defaults(tmp_path):
+    text = "params:\n  lr: {loguniform: [0.001, 0.01]}\nsearch:\n  num_samples: 7\n  seed: 4\n"
+    plan = runner.plan_search(_args(tmp_path, text, "--seed", "9"))
+    assert (plan.settings.num_samples, plan.settings.seed, plan.settings.max_epochs) == (7, 9, 15)
+
+
+def _record(**changes) -> SearchRecord:
+    values = dict(command="python tune.py", cwd="/", space="s.yaml", space_text="", space_resolved=[{"name": "lr"}],
+                  base=Config().to_mapping(), settings={"num_samples": 4, "seed": 0}, starts=[], metric="val_map_at_r",
+                  mode="max", backbone={"name": "vit", "sha256": "ab"}, data={"dataset": "cub200", "counts": {}})
+    return SearchRecord(**{**values, **changes})
+
+
+def test_a_resume_may_move_the_run_but_not_change_what_it_searches():
+    saved = _record()
+    moved = Config().replace({"data_root": "/elsewhere", "cache_dir": "/c", "device": "cpu"}).to_mapping()
+    assert saved.differences(_record(base=moved, command="other", cwd="/x")) == []
+    changed = saved.differences(_record(space="a.yaml", space_resolved=[{"name": "adapter_dim"}],
+                                        base=Config().replace({"lr": 0.1}).to_mapping(),
+                                        settings={"num_samples": 8, "seed": 0}, metric="val_recall_at_1"))
+    assert changed == ["space s.yaml -> a.yaml", "base config lr 0.005 -> 0.1", "num_samples 4 -> 8",
+                       "objective max val_map_at_r -> max val_recall_at_1"]
+
+
+class _Exploit:
+    """Unpickling this runs a shell command that leaves a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _crafted_run(folder: Path, marker: Path, state_text: str | None = None) -> Path:
+    """A run folder as a search writes it, its pickles replaced by exploits (run folders live on shared disks)."""
+    record = _record(base=Config().replace({"dataset": "synthetic"}).to_mapping(),
+                     space_resolved=[{"name": "lr", "kind": "loguniform", "args": [0.001, 0.01], "when": {}}])
+    record.write(folder)
+    trial = folder / "train_dml_1a2b3c4d_1_lr=0.0050_2026-11-23_10-00-00"
+    trial.mkdir()
+    (trial / "params.json").write_text(json.dumps({"lr": 0.005}))
+    (trial / "progress.csv").write_text("val_map_at_r,val_recall_at_1,training_iteration,checkpoint_dir_name\n"
+                                        "0.4,0.8,1,checkpoint_000000\n0.5,0.9,2,checkpoint_000001\n")
+    exploit = pickle.dumps(_Exploit(marker))
+    for name in ("tuner.pkl", "searcher-state-x.pkl", "callback-states-x.pkl", "trial/params.pkl"):
+        (folder / name.replace("trial/", trial.name + "/")).write_bytes(exploit)
+    trial_json = json.dumps({"trial_id": "1a2b3c4d", "status": "TERMINATED", "relative_logdir": trial.name,
+                             "storage": {"_type": "CLOUDPICKLE_FALLBACK", "value": exploit.hex()}})
+    (folder / "experiment_state-2026-11-23_10-00-00.json").write_text(
+        state_text if state_text is not None else json.dumps({"trial_data": [[trial_json, "{}"]]}))
+    return folder
+
+
+def test_export_and_report_of_a_crafted_run_folder_execute_nothing(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    run = _crafted_run(tmp_path / "run", marker)
+    assert tune_main(["export", str(run), "-o", str(tmp_path / "best.yaml")]) == 0
+    assert "lr: 0.005" in (tmp_path / "best.yaml").read_text()
+    assert tune_main(["report", str(run)]) == 0
+    assert (run / "report" / "report.html").is_file()
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_Exploit(marker)))  # the exploit is real: unpickling it does run the command
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("state", ['{"trial_data": [["{\\"trial_id\\": \\"1a2', "", "\x00\x01garbage"])
+def test_export_and_report_of_a_damaged_experiment_state_are_one_line_errors(tmp_path, capsys, state):
+    run = _crafted_run(tmp_path / "run", tmp_path / "pwned", state_text=state)
+    for command in (["export", str(run), "-o", str(tmp_path / "best.yaml")], ["report", str(run)]):
+        code, err = _run(command, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "experiment_state-2026-11-23_10-00-00.json: damaged Tune experiment state" in err
+    assert not (tmp_path / "best.yaml").exists()
