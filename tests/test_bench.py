@@ -31,3 +31,21 @@ def test_packing_without_a_gpu_says_so_and_records_nothing(tmp_path):
     run = subprocess.run([sys.executable, str(BENCH / "bench_packing.py"), "--out", str(out)],
                          capture_output=True, text=True, check=True)
     assert "no GPU" in run.stdout and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_gpu_check_without_a_gpu_says_so_and_records_nothing(tmp_path):
+    out = tmp_path / "gpu_check.md"
+    run = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "no GPU" in run.stdout and not out.exists()
+
+
+def test_gpu_check_runs_every_bench_script_and_the_gpu_tests(tmp_path):
+    from gpu_check import steps
+
+    commands = [" ".join(command) for _, command, _ in steps(tmp_path)]
+    scripts = {p.name for p in BENCH.glob("bench_*.py")} - {"bench_data.py", "bench_asha.py"}  # CPU-only benches
+    assert all(any(script in c for c in commands) for script in scripts), scripts
+    assert any("-m gpu" in c for c in commands) and any("--gpus-per-trial 0.5" in c for c in commands)
+    assert all(str(tmp_path) in c for c in commands if "bench_" in c)  # never over the recorded results

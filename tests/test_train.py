@@ -159,3 +159,21 @@ def test_gradient_clipping_bounds_each_update(workdir):
     free = torch.sqrt(sum(((a.detach() - b) ** 2).sum() for a, b in zip(
         unclipped.model.encoder_parameters() + unclipped.model.proxy_parameters(), before)))
     assert free > 10 * moved
+
+
+@pytest.mark.gpu
+def test_a_vptsp_checkpoint_resumes_on_a_gpu(workdir):
+    """The first GPU run crashed here: the row optimiser's per-row step table came back on the CPU."""
+    cfg = small_config(workdir, method="vptsp_gru", optimizer="adamw", epochs=2, device="cuda")
+    data = prepare_data(cfg)
+    def save_first(result, trainer):
+        if result.epoch == 1:
+            trainer.save(workdir / "gpu-ckpt")
+
+    fit(cfg, data=data, progress=False, callbacks=[save_first])
+    trainer = Trainer(cfg, data, torch.device("cuda"), progress=False)
+    trainer.restore(load_checkpoint(workdir / "gpu-ckpt"))
+    states = [t for state in trainer.optimizers.bank.state.values() for t in state.values()]
+    assert states and all(t.device.type == "cuda" for t in states)
+    result = trainer.train_epoch()  # indexed across devices before the fix
+    assert result.epoch == 2 and math.isfinite(result.loss)
