@@ -33,7 +33,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] = (), *, progress: bool 
     config = Config.from_mapping(payload["config"], where=f"{path} (config)").with_overrides(list(overrides))
     config = config.replace({"test_eval": True})
     device = resolve_device(config.eval.device, where=f"{path} (config)")  # before any work
-    data = prepare_data(config, with_test=True)
+    data = prepare_data(config, with_test=True, progress=progress)
     if device.type == "cpu":  # as training does: activations reused batch after batch, not re-faulted
         keep_freed_host_memory()
     model = build_model(config.model, len(np.unique(data.train.labels)))

@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import EpochResult, Trainer, fit
 
     try:
-        data = prepare_data(config, with_test=True)
+        data = prepare_data(config, with_test=True, progress=not args.no_progress)
     except (DatasetError, BackboneError, ValueError) as error:
         print(f"error: {first_line(error)}", file=sys.stderr)
         return 2

@@ -237,7 +237,7 @@ def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Seque
     config.check()
     device = torch.device(device) if device is not None else resolve_device(config.eval.device)
     if data is None:
-        data = prepare_data(config, with_test=config.eval.test_eval)
+        data = prepare_data(config, with_test=config.eval.test_eval, progress=progress)
     trainer = Trainer(config, data, device, progress=progress)
     if resume_from is not None:
         payload = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)

@@ -121,10 +121,11 @@ def test_cosine_schedule_with_warmup():
 def test_final_training_command_and_evaluate(workdir, capsys):
     out = workdir / "final"
     args = ["--config", str(EXPERIMENT), "--out", str(out), "--no-progress",
-            "--set", f"data_root={workdir / 'demo'}", "--set", f"cache_dir={workdir / 'cache'}", "--set", "epochs=2"]
+            "--set", f"data_root={workdir / 'demo'}", "--set", f"cache_dir={workdir / 'final-cache'}", "--set", "epochs=2"]
     assert final_main(args) == 0
-    printed = capsys.readouterr().out
-    assert "test (synthetic, 320 images): R@1" in printed and "MAP@R" in printed
+    printed = capsys.readouterr()
+    assert "test (synthetic, 320 images): R@1" in printed.out and "MAP@R" in printed.out
+    assert "caching" not in printed.err  # --no-progress: not even the image caches' bars
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["data"]["val_fraction"] == 0.0 and len(metrics["history"]) == 2
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -133,6 +134,26 @@ def test_final_training_command_and_evaluate(workdir, capsys):
     assert "pass --resume" in capsys.readouterr().err and (out / "metrics.json").read_bytes() == before
     assert evaluate_main(["--checkpoint", str(out), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(metrics["test"])
+
+
+def test_ctrl_c_during_final_training_says_how_to_resume_and_resume_finishes(workdir, capsys, monkeypatch):
+    out = workdir / "interrupted"
+    args = ["--config", str(EXPERIMENT), "--out", str(out), "--no-progress",
+            "--set", f"data_root={workdir / 'demo'}", "--set", f"cache_dir={workdir / 'cache'}", "--set", "epochs=2"]
+    train_epoch = Trainer.train_epoch
+
+    def interrupted_in_epoch_two(trainer):
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt
+        return train_epoch(trainer)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_two)
+    assert final_main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: resume with: " in err and err.strip().endswith("--resume") and "Traceback" not in err
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    assert final_main(args + ["--resume"]) == 0
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2]
 
 
 def test_bad_config_file_exits_2_before_any_work(tmp_path, capsys):

@@ -224,7 +224,8 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional[Path] = None,
                       interpolation: Interpolation = "bicubic", workers: int = 4,
-                      max_bad_fraction: float = 0.01, desc: str = "caching train images") -> TrainImageCache:
+                      max_bad_fraction: float = 0.01, desc: str = "caching train images",
+                      progress: bool = True) -> TrainImageCache:
     """Decode and resize ``images`` once (or reuse the cache) and map it read-only."""
     cache_dir = Path(cache_dir or default_cache_dir())
     key = _cache_key(images, kind="train", short_side=short_side, interpolation=interpolation)
@@ -250,7 +251,7 @@ def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional
                 pixels[offsets[slot]:offsets[slot] + sizes[slot]] = np.asarray(image).reshape(-1)
                 return None
 
-            failed = _parallel(decode, len(kept), workers, desc)
+            failed = _parallel(decode, len(kept), workers, desc if progress else None)
             good = np.array([f is None for f in failed], dtype=bool)
             bad += [f for f in failed if f is not None]
             _check_bad(bad, len(images), max_bad_fraction, desc)
@@ -265,7 +266,8 @@ def build_train_cache(images: ImageList, short_side: int, *, cache_dir: Optional
 
 def build_eval_cache(images: ImageList, size: int, resize: int, *, cache_dir: Optional[Path] = None,
                      interpolation: Interpolation = "bicubic", workers: int = 4,
-                     max_bad_fraction: float = 0.01, desc: str = "caching eval images") -> EvalImageCache:
+                     max_bad_fraction: float = 0.01, desc: str = "caching eval images",
+                     progress: bool = True) -> EvalImageCache:
     """Resize(shorter side ``resize``) + CenterCrop(``size``) once per image (or reuse the cache)."""
     cache_dir = Path(cache_dir or default_cache_dir())
     key = _cache_key(images, kind="eval", size=size, resize=resize, interpolation=interpolation)
@@ -287,7 +289,7 @@ def build_eval_cache(images: ImageList, size: int, resize: int, *, cache_dir: Op
                     return images.paths[index]
                 return None
 
-            failed = _parallel(decode, len(images), workers, desc)
+            failed = _parallel(decode, len(images), workers, desc if progress else None)
             bad = [f for f in failed if f is not None]
             _check_bad(bad, len(images), max_bad_fraction, desc)
             pixels.flush()

@@ -71,8 +71,9 @@ class PreparedData:
                            device=device, seed=config.optim.seed)
 
 
-def prepare_data(config: Config, *, with_test: bool = False) -> PreparedData:
-    """Read, split and cache the configured benchmark (validation as configured, test on request)."""
+def prepare_data(config: Config, *, with_test: bool = False, progress: bool = True) -> PreparedData:
+    """Read, split and cache the configured benchmark (validation as configured, test on request);
+    ``progress`` shows a bar per cache being built."""
     root = resolve_data_root(config)
     spec = get_dataset(config.data.dataset)
     splits = make_splits(load_benchmark(config.data.dataset, root), config.data.val_fraction)
@@ -80,7 +81,7 @@ def prepare_data(config: Config, *, with_test: bool = False) -> PreparedData:
     resize = eval_resize_for(image.size, config.data.crop_pct)
     common = dict(cache_dir=Path(config.data.cache_dir).expanduser() if config.data.cache_dir else None,
                   interpolation=config.data.interpolation, workers=config.data.workers,
-                  max_bad_fraction=config.data.max_bad_fraction)
+                  max_bad_fraction=config.data.max_bad_fraction, progress=progress)
 
     def evaluation(images, what):
         return build_eval_cache(images, image.size, resize, desc=f"caching {what} images", **common)
