@@ -46,14 +46,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .models.backbone import BackboneError
+    from .models.memory import model_memory
     from .train import resolve_device
 
     try:
         config = Config.load(args.config).with_overrides(args.set)
         config = config.replace({"test_eval": True, **({} if args.train_only else {"val_fraction": 0.0})})
         resolve_device(config.eval.device, where=args.config)  # a device that is not there fails before any work
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        model_memory(config.model, num_classes=2, where=args.config)  # impossible model settings: before any work
+    except (ConfigError, BackboneError) as error:
+        print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs") / "final" / Path(args.config).stem).expanduser().resolve()
     checkpoint = out / CHECKPOINT_FILE
@@ -68,7 +71,6 @@ def _train(args: argparse.Namespace) -> int:
 
     from .data.prepared import prepare_data
     from .data.records import DatasetError
-    from .models.backbone import BackboneError
     from .train import EpochResult, Trainer, fit
 
     try:

@@ -253,7 +253,7 @@ def test_a_model_that_cannot_fit_is_refused_before_it_is_built(monkeypatch):
     from semproxy.models import build_model, memory
 
     monkeypatch.setattr(memory, "available_memory", lambda: 10 * 2**20)
-    with pytest.raises(ConfigError, match=r"^model: needs ~0.1 GiB for 100000 classes with gradients and optimiser "
+    with pytest.raises(ConfigError, match=r"^model: the model needs ~0.1 GiB for 100000 classes with gradients and optimiser "
                                           r"state \(semantic bank 0.1 GiB: lower class_prompts, class_prompt_depth\) "
                                           r"but 0.0 GiB of memory is available$"):
         build_model(micro_config(class_prompts=1, class_prompt_depth=1), 100_000)

@@ -63,6 +63,14 @@ def test_depth_beyond_the_backbone_is_a_config_error():
         _model(method="vpt", prompt_depth=13)
     with pytest.raises(ConfigError, match="adapter_layers"):
         _model(method="adapter", adapter_layers=13)
+    with pytest.raises(ConfigError, match=r"^runs/x.yaml: key 'class_prompt_depth' is 13"):
+        build_model(micro_config(method="vptsp_gru", class_prompt_depth=13), NUM_CLASSES, where="runs/x.yaml")
+
+
+def test_an_image_smaller_than_a_patch_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^x.yaml: key 'img_size' is 7 but backbone 'vit_micro_patch8_32' has 8-pixel "):
+        build_model(micro_config(img_size=7), NUM_CLASSES, where="x.yaml")
+    assert build_model(micro_config(img_size=8), NUM_CLASSES)(torch.randn(1, 3, 8, 8)).shape == (1, 32)
 
 
 # ---- trainability -------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 import semproxy.data.prepared
 import semproxy.search.runner as runner
-from semproxy.config import Config
+from semproxy.config import Config, ConfigError
 from semproxy.search.record import SearchRecord
 from tune import main as tune_main
 
@@ -92,6 +92,12 @@ def test_a_space_that_fixes_epochs_sets_the_trials_length(tmp_path):
     sampled = "params:\n  epochs: {randint: [2, 20]}\n"
     with pytest.raises(runner.SearchError, match="reaches beyond max_epochs 15"):
         runner.plan_search(_args(tmp_path, sampled))
+
+
+def test_impossible_model_settings_name_the_files_they_come_from(tmp_path):
+    plan = runner.plan_search(_args(tmp_path, "params:\n  prompt_depth: 13\n  lr: {loguniform: [0.001, 0.01]}\n"))
+    with pytest.raises(ConfigError, match=r"synthetic.yaml with .*space.yaml's fixed values: key 'prompt_depth' is 13"):
+        runner._check_model(plan.base, 10, plan.config_source)
 
 
 def test_flags_override_the_space_which_overrides_the_defaults(tmp_path):

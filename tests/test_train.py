@@ -162,6 +162,12 @@ def test_bad_config_file_exits_2_before_any_work(tmp_path, capsys):
     assert final_main(["--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {bad}: unknown key 'optim.lr_proxi' (did you mean 'optim.lr_proxy'?)"
     assert not (tmp_path / "o").exists()
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("model:\n  backbone: vit_micro_patch8_32\n  pretrained: false\n  prompt_depth: 20\n")
+    assert final_main(["--config", str(deep), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {deep}: key 'prompt_depth' is 20 but backbone "
+                                               "'vit_micro_patch8_32' has 12 blocks")
+    assert not (tmp_path / "o").exists()
 
 
 def test_gradient_clipping_bounds_each_update(workdir):

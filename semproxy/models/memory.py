@@ -39,12 +39,12 @@ PART_KNOBS = {
 MEMINFO = Path("/proc/meminfo")
 
 
-def model_memory(cfg: ModelConfig, num_classes: int) -> dict[str, int]:
+def model_memory(cfg: ModelConfig, num_classes: int, where: str = "model") -> dict[str, int]:
     """Bytes per part of the model (as :func:`semproxy.models.params.count_parameters` names them) that
     training holds, with gradients and optimiser state; raises what ``build_model`` would raise."""
     with torch.device("meta"):  # placement does not change sizes: no pinned host copy here
         model = PromptedViT(create_backbone(cfg.backbone, img_size=cfg.img_size),
-                            dataclasses.replace(cfg, offload_class_prompts=False), num_classes)
+                            dataclasses.replace(cfg, offload_class_prompts=False), num_classes, where=where)
     bank = {id(t) for t in model.semantic.bank.tables()} if model.semantic is not None else set()
     parts: dict[str, int] = {}
     for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
@@ -68,7 +68,7 @@ def _gib(size: int) -> str:
     return f"{size / 2**30:.1f} GiB"
 
 
-def check_model_memory(cfg: ModelConfig, num_classes: int) -> None:
+def check_model_memory(cfg: ModelConfig, num_classes: int, where: str = "model") -> None:
     """Raise a one-line ConfigError when the model of ``cfg`` cannot fit the machine's available memory.
 
     Called by ``build_model`` before it allocates anything: a class-prompt bank of many classes, or
@@ -77,10 +77,10 @@ def check_model_memory(cfg: ModelConfig, num_classes: int) -> None:
     available = available_memory()
     if available is None:
         return
-    parts = model_memory(cfg, num_classes)
+    parts = model_memory(cfg, num_classes, where)
     total = sum(parts.values())
     if total > available:
         largest = max(parts, key=parts.get)
-        raise ConfigError(f"model: needs ~{_gib(total)} for {num_classes} classes with gradients and optimiser state "
+        raise ConfigError(f"{where}: the model needs ~{_gib(total)} for {num_classes} classes with gradients and optimiser state "
                           f"({largest} {_gib(parts[largest])}: lower {PART_KNOBS.get(largest, 'embedding_dim')}) but "
                           f"{_gib(available)} of memory is available")

@@ -37,9 +37,9 @@ class TrainOutput:
     semantic: Optional[torch.Tensor]    # (B, E) semantic proxies of the samples (vptsp only)
 
 
-def _check_depth(cfg: ModelConfig, key: str, value: int, num_layers: int) -> None:
+def _check_depth(where: str, cfg: ModelConfig, key: str, value: int, num_layers: int) -> None:
     if value > num_layers:
-        raise ConfigError(f"model: key '{key}' is {value} but backbone '{cfg.backbone}' has {num_layers} blocks")
+        raise ConfigError(f"{where}: key '{key}' is {value} but backbone '{cfg.backbone}' has {num_layers} blocks")
 
 
 class PromptedViT(nn.Module):
@@ -49,24 +49,28 @@ class PromptedViT(nn.Module):
         backbone: a timm ``VisionTransformer`` built with ``num_classes=0``.
         cfg: the model section of the config.
         num_classes: training classes (one proxy, and for vptsp one class-prompt set, each).
+        where: where ``cfg`` came from, for errors (a file, or "model").
     """
 
-    def __init__(self, backbone: VisionTransformer, cfg: ModelConfig, num_classes: int) -> None:
+    def __init__(self, backbone: VisionTransformer, cfg: ModelConfig, num_classes: int, where: str = "model") -> None:
         super().__init__()
         self.cfg, self.spec, self.num_classes = cfg, get_method(cfg.method), num_classes
         self.backbone = backbone
         dim, num_layers = backbone.embed_dim, len(backbone.blocks)
         patch = backbone.patch_embed.patch_size[0]
+        if min(backbone.patch_embed.grid_size) < 1:
+            raise ConfigError(f"{where}: key 'img_size' is {cfg.img_size} but backbone '{cfg.backbone}' has "
+                              f"{patch}-pixel patches: an image needs at least one")
         self.num_prefix_tokens = backbone.num_prefix_tokens
 
         self.prompts: Optional[DeepPrompts] = None
         if self.spec.prompts:
-            _check_depth(cfg, "prompt_depth", cfg.prompt_depth, num_layers)
+            _check_depth(where, cfg, "prompt_depth", cfg.prompt_depth, num_layers)
             self.prompts = DeepPrompts(prompt_counts(cfg.num_prompts, cfg.prompt_depth, cfg.prompt_step, num_layers),
                                        dim, patch)
         self.adapters = nn.ModuleDict()
         if self.spec.adapters:
-            _check_depth(cfg, "adapter_layers", cfg.adapter_layers, num_layers)
+            _check_depth(where, cfg, "adapter_layers", cfg.adapter_layers, num_layers)
             for i in range(num_layers - cfg.adapter_layers, num_layers):
                 self.adapters[str(i)] = Adapter(
                     dim, cfg.adapter_dim, position=cfg.adapter_position, norm=cfg.adapter_norm,
@@ -75,7 +79,7 @@ class PromptedViT(nn.Module):
         self.proxy_bias = nn.Parameter(torch.empty(num_classes, cfg.embedding_dim))
         self.semantic: Optional[SemanticProxies] = None
         if self.spec.accumulator is not None:
-            _check_depth(cfg, "class_prompt_depth", cfg.class_prompt_depth, num_layers)
+            _check_depth(where, cfg, "class_prompt_depth", cfg.class_prompt_depth, num_layers)
             counts = prompt_counts(cfg.class_prompts, cfg.class_prompt_depth, cfg.class_prompt_step, num_layers)
             self.semantic = SemanticProxies(num_classes, dim, cfg.embedding_dim, counts, patch,
                                             self.spec.accumulator, cfg)
@@ -182,9 +186,13 @@ class PromptedViT(nn.Module):
         return self.proxy_bias if self.semantic is None else self.semantic.fuse(self.proxy_bias)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> PromptedViT:
-    """Create the backbone named by ``cfg`` (hub, local file or random init) and wrap it."""
+def build_model(cfg: ModelConfig, num_classes: int, *, where: str = "model") -> PromptedViT:
+    """Create the backbone named by ``cfg`` (hub, local file or random init) and wrap it.
+
+    Impossible settings and a model too large for the machine are one-line ConfigErrors naming
+    ``where``, raised before anything is allocated.
+    """
     from .memory import check_model_memory  # here: memory.py builds this module's PromptedViT on the meta device
-    check_model_memory(cfg, num_classes)  # a model that cannot fit is a one-line error, not the OOM killer
+    check_model_memory(cfg, num_classes, where=where)
     backbone = create_backbone(cfg.backbone, weights=cfg.weights, pretrained=cfg.pretrained, img_size=cfg.img_size)
-    return PromptedViT(backbone, cfg, num_classes)
+    return PromptedViT(backbone, cfg, num_classes, where=where)

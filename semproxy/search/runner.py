@@ -51,6 +51,7 @@ class SearchPlan:
     run_dir: Path
     name: str
     storage: Path
+    config_source: str  # where the base config's values come from, for errors
     checkpoint_bytes: int = 0  # of the base config's model: sizes the free space a search keeps
 
     def free_space_margin(self, concurrent: int) -> int:
@@ -58,10 +59,12 @@ class SearchPlan:
         return RECORDS_MARGIN + 2 * concurrent * self.checkpoint_bytes
 
 
-def default_base_config(dataset: str) -> Config:
-    """The synthetic demo for ``synthetic``, else the paper's ViT-S setting of the dataset."""
+def default_base_config(dataset: str) -> tuple[Config, str]:
+    """The synthetic demo for ``synthetic``, else the paper's ViT-S setting of the dataset; and its file."""
     path = EXPERIMENTS / ("synthetic.yaml" if dataset == "synthetic" else f"{dataset}_vit_s.yaml")
-    return Config.load(path) if path.is_file() else Config().replace({"dataset": dataset})
+    if path.is_file():
+        return Config.load(path), str(path)
+    return Config().replace({"dataset": dataset}), "the default config"
 
 
 def _given_flags(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -136,7 +139,7 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
         raise SearchError("--dataset is required (cub200, cars196, sop, inshop, inat or synthetic)")
     settings = resolve_settings(args, space)
     storage = _storage(args.storage)
-    base = Config.load(args.config) if args.config else default_base_config(dataset)
+    base, source = (Config.load(args.config), args.config) if args.config else default_base_config(dataset)
     changes: dict[str, Any] = {"dataset": dataset, "eval_every": 1, "test_eval": False,
                                "epochs": settings.max_epochs}
     if args.data_root:
@@ -151,7 +154,7 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
         changes["cache_dir"] = str(Path(base.data.cache_dir).expanduser().resolve())
     base = base.replace(changes, where="command line").replace(space.fixed, where=f"{args.space} (fixed values)")
     if base.data.val_fraction <= 0:
-        raise SearchError(f"{args.config or 'the base config'}: a search needs validation classes: "
+        raise SearchError(f"{source}: a search needs validation classes: "
                           f"val_fraction must be above 0")
     fit_batches_to_classes(space, base, sys.maxsize)  # no batch_size / samples_per_class pair divides: refused now
     starts = list(space.starts)
@@ -159,7 +162,8 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
     if published and published not in starts:
         starts.insert(0, published)  # the base config (the paper's setting) where it lies in the space
     name = args.name or f"{space.path.stem}-{dataset}"
-    return SearchPlan(space, base, settings, resources, starts, storage / name, name, storage)
+    source = f"{_shown(Path(source))} with {_shown(space.path)}'s fixed values" if space.fixed else source
+    return SearchPlan(space, base, settings, resources, starts, storage / name, name, storage, source)
 
 
 def _fit_to_data(plan: SearchPlan, num_classes: int) -> None:
@@ -173,7 +177,7 @@ def _fit_to_data(plan: SearchPlan, num_classes: int) -> None:
         plan.starts = [p for p in (space.point_in_space({**plan.base.flat(), **s}) for s in plan.starts) if p]
 
 
-def _check_model(config: Config, num_classes: int) -> tuple[str, int]:
+def _check_model(config: Config, num_classes: int, where: str) -> tuple[str, int]:
     """Build the base model once on the CPU (unknown backbones and impossible depths fail here).
 
     Its memory is checked for the data's ``num_classes`` (a class-prompt bank too large for the
@@ -185,8 +189,8 @@ def _check_model(config: Config, num_classes: int) -> tuple[str, int]:
     from ..models import build_model
     from ..models.memory import check_model_memory
 
-    check_model_memory(config.model, num_classes)
-    model = build_model(config.model, num_classes=2)
+    check_model_memory(config.model, num_classes, where=where)
+    model = build_model(config.model, num_classes=2, where=where)
     trained = sum(t.numel() * t.element_size() for t in trained_state(model).values())
     return backbone_hash(model), 3 * trained
 
@@ -367,7 +371,7 @@ def run_search(args: argparse.Namespace) -> int:
 
         data = prepare_data(plan.base)  # before Ray: a bad data root fails fast; one cache for all trials
         num_classes = len(set(data.train.labels.tolist()))
-        backbone_sha256, plan.checkpoint_bytes = _check_model(plan.base, num_classes)
+        backbone_sha256, plan.checkpoint_bytes = _check_model(plan.base, num_classes, plan.config_source)
         _fit_to_data(plan, num_classes)
         record = _record(plan, data, backbone_sha256)
         if args.resume:
