@@ -38,7 +38,7 @@ def search_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python tune.py", description=__doc__.splitlines()[0],
                       epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR")
     p.add_argument("--space", required=True, help="search-space YAML, e.g. search_spaces/vptsp.yaml")
-    p.add_argument("--dataset", choices=DATASETS, help="benchmark (required, except with --smoke: synthetic)")
+    p.add_argument("--dataset", choices=DATASETS, help="benchmark (required; default with --smoke: synthetic)")
     p.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
     p.add_argument("--config", help="base config the space overrides (default: the dataset's experiments/ file)")
     _typed_flags(p, SearchSettings, "the space's search.{name}, else ")

@@ -174,3 +174,13 @@ def test_export_and_report_of_a_damaged_experiment_state_are_one_line_errors(tmp
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "experiment_state-2026-11-23_10-00-00.json: damaged Tune experiment state" in err
     assert not (tmp_path / "best.yaml").exists()
+
+
+def test_every_flag_of_every_tune_command_says_its_default():
+    from tune import export_parser, report_parser, search_parser
+
+    for parser in (search_parser(), export_parser(), report_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:  # positionals, --help and on/off switches
+                continue
+            assert action.required or "default" in (action.help or ""), (parser.prog, action.option_strings)
