@@ -1,117 +1,13 @@
 #!/usr/bin/env python
-"""semproxy's search: Optuna TPE through Ray Tune, ASHA early stopping on validation MAP@R.
+"""semproxy's search: ``python tune.py --space search_spaces/vptsp.yaml --smoke`` (see semproxy/cli/tune.py).
 
-    python tune.py --space search_spaces/vptsp.yaml --dataset cub200 --data-root ~/data/cub200
-    python tune.py --space search_spaces/vptsp.yaml --smoke          # synthetic data, micro ViT, CPU
-    python tune.py export runs/vptsp-cub200 -o experiments/cub200_best.yaml
-    python tune.py report runs/vptsp-cub200                            # HTML report (+ PNGs)
-    python -m semproxy.train --config experiments/cub200_best.yaml    # final training, test metrics
+Also installed as ``semproxy-tune``.
 """
-from __future__ import annotations
-
-import argparse
-import dataclasses
 import sys
-import typing
 
-from semproxy.cli import OneLineParser, run_interruptible
-from semproxy.config import DataConfig
-from semproxy.search.settings import SMOKE, SearchSettings, TrialResources, flag_label
+from semproxy.cli.tune import export_parser, main, report_parser, search_parser
 
-DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["dataset"])
-
-
-def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: str) -> None:
-    """One flag per field of a typed settings class: its type, help text and default, from the class."""
-    hints = typing.get_type_hints(section)
-    for f in dataclasses.fields(section):
-        kind = typing.get_args(hints[f.name])
-        choices = kind if typing.get_origin(hints[f.name]) is typing.Literal else None
-        scalar = next((k for k in kind if k is not type(None)), hints[f.name]) if not choices else str
-        default = "what fits the cluster" if f.default is None else f.default
-        parser.add_argument(flag_label(f.name), type=scalar, choices=choices, default=None,
-                            metavar=None if choices else {int: "N", float: "X"}.get(scalar, "VALUE"),
-                            help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}{default})")
-
-
-def search_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py", description=__doc__.splitlines()[0],
-                      epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR")
-    p.add_argument("--space", required=True, help="search-space YAML, e.g. search_spaces/vptsp.yaml")
-    p.add_argument("--dataset", choices=DATASETS, help="benchmark (required; default with --smoke: synthetic)")
-    p.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
-    p.add_argument("--config", help="base config the space overrides (default: the dataset's experiments/ file)")
-    _typed_flags(p, SearchSettings, "the space's search.{name}, else ")
-    _typed_flags(p, TrialResources, "")
-    p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: <space>-<dataset>)")
-    p.add_argument("--storage", help="folder where runs live, every node's when on a cluster (default: ./runs)")
-    p.add_argument("--address", help="attach to this running Ray cluster; 'auto' finds one started on this "
-                                     "machine with 'ray start' (default: start a local cluster on 127.0.0.1)")
-    p.add_argument("--backbone", help="timm model name (default: the base config's)")
-    p.add_argument("--weights", help="local backbone weights file (default: the base config's)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run STORAGE/NAME with the same arguments (it trusts that folder like code)")
-    p.add_argument("--smoke", action="store_true",
-                   help="CI-sized run on synthetic data: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()))
-    return p
-
-
-def export_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py export", description="Export a run's best config.")
-    p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
-    p.add_argument("-o", "--output", required=True, help="YAML file to write")
-    p.add_argument("--keep-validation", action="store_true",
-                   help="keep the validation split (default: train on train + validation classes)")
-    return p
-
-
-def report_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py report", description="Write a run's HTML report.")
-    p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
-    p.add_argument("-o", "--output", help="folder for report.html and its PNGs (default: RUN_DIR/report)")
-    return p
-
-
-def _export(argv: list[str]) -> int:
-    from semproxy.config import ConfigError
-    from semproxy.search.results import export_best
-
-    args = export_parser().parse_args(argv)
-    try:
-        path, row = export_best(args.run_dir, args.output, final=not args.keep_validation)
-    except (ConfigError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f}")
-    return 0
-
-
-def _report(argv: list[str]) -> int:
-    from semproxy.config import ConfigError
-    from semproxy.search.report import write_report
-
-    args = report_parser().parse_args(argv)
-    try:
-        print(f"wrote {write_report(args.run_dir, args.output)}")
-    except (ConfigError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _search(argv: list[str]) -> int:
-    from semproxy.search.runner import run_search
-
-    return run_search(search_parser().parse_args(argv))
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    commands = {"export": _export, "report": _report}
-    if argv[:1] and argv[0] in commands:
-        return run_interruptible(lambda: commands[argv[0]](argv[1:]), "nothing was written")
-    return run_interruptible(lambda: _search(argv), "resume with --resume (the same command plus --resume)")
-
+__all__ = ["main", "search_parser", "export_parser", "report_parser"]
 
 if __name__ == "__main__":
     sys.exit(main())

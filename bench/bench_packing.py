@@ -58,7 +58,7 @@ def main() -> None:
         return
     import ray
 
-    from semproxy.data.prepared import prepare_data
+    from semproxy.prepared import prepare_data
 
     work = Path(tempfile.mkdtemp(prefix="semproxy-packing-"))
     config = cub_sized_config(work, eval_every=args.epochs, epochs=args.epochs)

@@ -5,11 +5,13 @@ behind; readers never see half a file.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["write_text_atomic"]
+__all__ = ["write_text_atomic", "write_json_atomic"]
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -25,3 +27,8 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON atomically (numpy and torch scalars as floats)."""
+    return write_text_atomic(path, json.dumps(payload, indent=2, default=float) + "\n")

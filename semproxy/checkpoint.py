@@ -15,22 +15,18 @@ from typing import Any
 
 import torch
 
-from .config import Config
-from .typed_config import first_line
+from .config import RUNTIME, Config
+from .errors import CheckpointError, first_line
 from .models import PromptedViT
 
-__all__ = ["CheckpointError", "CHECKPOINT_FILE", "backbone_hash", "trained_state", "save_checkpoint",
-           "load_checkpoint", "check_compatible", "RUNTIME_FIELDS"]
+__all__ = ["CheckpointError", "CHECKPOINT_FILE", "backbone_hash", "trained_state", "restore_trained",
+           "save_checkpoint", "load_checkpoint", "check_compatible", "RUNTIME_FIELDS"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
 # Fields that say where and how a run executes, not what it learns: they may differ on resume.
-RUNTIME_FIELDS = frozenset({"data_root", "cache_dir", "workers", "device", "eval_batch_size", "test_eval",
-                            "eval_every", "pretrained", "weights"})
+RUNTIME_FIELDS = Config.fields_with(RUNTIME)
 
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or made for another backbone or config (one line)."""
 
 
 def backbone_hash(model: PromptedViT) -> str:
@@ -48,6 +44,22 @@ def trained_state(model: PromptedViT) -> dict[str, torch.Tensor]:
     if model.semantic is not None:
         state.update({f"semantic.{name}": b.detach() for name, b in model.semantic.named_buffers()})
     return state
+
+
+def restore_trained(model: PromptedViT, payload: dict[str, Any], *, where: str) -> None:
+    """Copy a checkpoint's trained tensors into ``model`` in place (optimisers keep their references).
+
+    The checkpoint must hold exactly the tensors the model trains: one missing or one the model
+    does not have is a CheckpointError naming it.
+    """
+    current, saved = trained_state(model), payload["trained"]
+    for names, what in ((set(current) - set(saved), "lacks trained tensor"),
+                        (set(saved) - set(current), "holds a trained tensor the model does not have:")):
+        if names:
+            raise CheckpointError(f"{where}: {what} '{sorted(names)[0]}'")
+    with torch.no_grad():
+        for name, tensor in current.items():
+            tensor.copy_(saved[name])
 
 
 def save_checkpoint(directory: str | Path, payload: dict[str, Any]) -> Path:

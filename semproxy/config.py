@@ -18,10 +18,15 @@ from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 
-from .typed_config import ConfigError, field_names, knob, parse_scalar, read_yaml, short, unknown_key, validate
+from .typed_config import (ConfigError, field_names, fields_with_role, knob, parse_scalar, read_yaml, short,
+                           unknown_key, validate)
 
 __all__ = ["ConfigError", "ModelConfig", "LossConfig", "DataConfig", "OptimConfig", "EvalConfig", "Config",
            "knob", "validate", "check_device"]
+
+# Roles a field can declare (semproxy.typed_config.knob): who may change it, and what it decides.
+RUNTIME = "runtime"  # where and how a run executes, not what it learns: may differ on resume
+CACHE = "cache"      # decides the shared image cache: may be fixed in a search space, never sampled
 
 Method = Literal["full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru"]
 
@@ -48,11 +53,13 @@ def check_device(name: str, where: str = "config") -> str:
 class ModelConfig:
     """The prompted ViT, its fine-tuning method and the semantic proxies (method.md sections 1-2)."""
 
-    backbone: str = knob("vit_small_patch16_224.augreg_in21k", "timm model name (optionally name.tag)")
-    weights: Optional[str] = knob(None, "local weights file (.safetensors, .pth, .npz); None = hub/random")
-    pretrained: bool = knob(True, "download pretrained weights from the hub when no weights file is given")
+    backbone: str = knob("vit_small_patch16_224.augreg_in21k", "timm model name (optionally name.tag)", roles=(CACHE,))
+    weights: Optional[str] = knob(None, "local weights file (.safetensors, .pth, .npz); None = hub/random",
+                                  roles=(RUNTIME, CACHE))
+    pretrained: bool = knob(True, "download pretrained weights from the hub when no weights file is given",
+                            roles=(RUNTIME, CACHE))
     img_size: Optional[int] = knob(None, "input size; None = the backbone's default (at most 2048: twice the "
-                                         "largest input of timm's pretrained ViTs)", low=8, high=2048)
+                                         "largest input of timm's pretrained ViTs)", low=8, high=2048, roles=(CACHE,))
     method: Method = knob("vptsp_gru", "fine-tuning method")
     bitfit: bool = knob(True, "also train every backbone bias (adapter, vpt, vptsp_*; the paper's (B))")
     embedding_dim: int = knob(384, "output embedding width E", low=1, high=MAX_WIDTH)
@@ -99,23 +106,26 @@ Dataset = Literal["cub200", "cars196", "sop", "inshop", "inat", "synthetic"]
 class DataConfig:
     """Which benchmark, how it is split, sampled and augmented (method.md sections 4 and 6)."""
 
-    dataset: Dataset = knob("cub200", "benchmark")
-    data_root: Optional[str] = knob(None, "dataset folder; None = ./data/<dataset>")
+    dataset: Dataset = knob("cub200", "benchmark", roles=(CACHE,))
+    data_root: Optional[str] = knob(None, "dataset folder; None = ./data/<dataset>", roles=(RUNTIME, CACHE))
     val_fraction: float = knob(0.2, "last fraction of training classes held out for validation (0: none)",
-                               low=0.0, high=0.9)
+                               low=0.0, high=0.9, roles=(CACHE,))
     batch_size: int = knob(64, "images per batch B", low=2, high=MAX_BATCH)
     samples_per_class: int = knob(2, "adjacent images per class K in a batch", low=1, high=MAX_BATCH)
-    interpolation: Literal["bicubic", "bilinear"] = knob("bicubic", "resampling (bilinear = paper code)")
+    interpolation: Literal["bicubic", "bilinear"] = knob("bicubic", "resampling (bilinear = paper code)",
+                                                         roles=(CACHE,))
     crop_pct: float = knob(0.875, "eval centre-crop fraction: Resize(size / crop_pct) + CenterCrop(size)",
-                           low=0.1, high=1.0)
-    cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy")
-    workers: int = knob(4, "threads that decode images into the cache", low=1, high=256)
+                           low=0.1, high=1.0, roles=(CACHE,))
+    cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy",
+                                    roles=(RUNTIME, CACHE))
+    workers: int = knob(4, "threads that decode images into the cache", low=1, high=256, roles=(RUNTIME,))
     max_bad_fraction: float = knob(0.01, "unreadable images tolerated (skipped) before it is an error",
-                                   low=0.0, high=1.0)
-    synthetic_classes: int = knob(24, "synthetic dataset: classes (half train, half test)", low=4, high=1000)
+                                   low=0.0, high=1.0, roles=(CACHE,))
+    synthetic_classes: int = knob(24, "synthetic dataset: classes (half train, half test)", low=4, high=1000,
+                                  roles=(CACHE,))
     synthetic_per_class: int = knob(16, "synthetic dataset: images per class (at most 200k images in all, more "
-                                        "than SOP)", low=2, high=200)
-    synthetic_size: int = knob(64, "synthetic dataset: image side in pixels", low=16, high=256)
+                                        "than SOP)", low=2, high=200, roles=(CACHE,))
+    synthetic_size: int = knob(64, "synthetic dataset: image side in pixels", low=16, high=256, roles=(CACHE,))
 
 
 @dataclass
@@ -139,10 +149,11 @@ class OptimConfig:
 class EvalConfig:
     """When and what to evaluate."""
 
-    eval_batch_size: int = knob(128, "images per evaluation batch", low=1, high=MAX_BATCH)
-    eval_every: int = knob(1, "validate every this many epochs (and after the last)", low=1, high=MAX_EPOCHS)
-    test_eval: bool = knob(False, "evaluate on the test classes after training (final runs)")
-    device: str = knob("auto", "'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'")
+    eval_batch_size: int = knob(128, "images per evaluation batch", low=1, high=MAX_BATCH, roles=(RUNTIME,))
+    eval_every: int = knob(1, "validate every this many epochs (and after the last)", low=1, high=MAX_EPOCHS,
+                           roles=(RUNTIME,))
+    test_eval: bool = knob(False, "evaluate on the test classes after training (final runs)", roles=(RUNTIME,))
+    device: str = knob("auto", "'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'", roles=(RUNTIME,))
 
 
 @dataclass
@@ -166,6 +177,11 @@ class Config:
             for name in field_names(type(getattr(cls(), section))):
                 owners[name] = section
         return owners
+
+    @classmethod
+    def fields_with(cls, role: str) -> frozenset[str]:
+        """Flat names of the fields that declare ``role`` (:data:`RUNTIME`, :data:`CACHE`)."""
+        return frozenset().union(*(fields_with_role(type(getattr(cls(), s)), role) for s in cls.SECTIONS))
 
     def flat(self) -> dict[str, Any]:
         return {name: getattr(getattr(self, section), name) for name, section in self.section_of().items()}

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import check_compatible, load_checkpoint, restore_trained
+from .config import Config
 from .data.cache import EvalImageCache
 from .data.loader import eval_batches
-from .data.prepared import PreparedData
+from .device import resolve_device
+from .host_memory import keep_freed_host_memory
+from .metric_names import split_metrics
 from .metrics import retrieval_metrics
-from .models import PromptedViT
+from .models import PromptedViT, build_model
+from .prepared import PreparedData, prepare_data
 
-__all__ = ["embed", "evaluate", "autocast_for"]
+__all__ = ["embed", "evaluate", "autocast_for", "evaluate_checkpoint"]
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -54,3 +59,24 @@ def evaluate(model: PromptedViT, data: PreparedData, split: Literal["val", "test
         return retrieval_metrics(gallery, data.gallery.labels, recall_ks=data.recall_ks,
                                  query_embeddings=embeddings, query_labels=cache.labels)
     return retrieval_metrics(embeddings, cache.labels, recall_ks=data.recall_ks)
+
+
+def evaluate_checkpoint(path: str, overrides: Sequence[str] = (), *, progress: bool = True) -> dict[str, float]:
+    """Test metrics of the model saved in ``path`` (runtime fields may be overridden, e.g. data_root).
+
+    The backbone is rebuilt from the checkpoint's config and checked against its weights hash.
+    """
+    payload = load_checkpoint(path)
+    config = Config.from_mapping(payload["config"], where=f"{path} (config)").with_overrides(list(overrides))
+    config = config.replace({"test_eval": True})
+    device = resolve_device(config.eval.device, where=f"{path} (config)")  # before any work
+    data = prepare_data(config, with_test=True, progress=progress)
+    if device.type == "cpu":  # as training does: activations reused batch after batch, not re-faulted
+        keep_freed_host_memory()
+    model = build_model(config.model, len(np.unique(data.train.labels)), where=f"{path} (config)")
+    check_compatible(payload, config, model, where=str(path))
+    restore_trained(model, payload, where=str(path))
+    model.to(device)
+    metrics = evaluate(model, data, "test", config.eval.eval_batch_size, device, amp=config.optim.amp,
+                       progress=progress)
+    return split_metrics("test", metrics)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import platform
+import shlex
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["package_versions", "git_commit"]
+__all__ = ["package_versions", "git_commit", "command_line"]
 
 PACKAGES = ("semproxy", "torch", "torchvision", "timm", "ray", "optuna", "faiss-cpu", "faiss-gpu-cu12", "numpy")
 
@@ -33,3 +35,10 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
+
+
+def command_line(drop: tuple[str, ...] = ()) -> str:
+    """This process's command as one would type it again (``python tune.py ...``), less ``drop``."""
+    argv = [a for a in sys.argv if a not in drop]
+    prefix = ["python"] if argv and argv[0].endswith(".py") else []
+    return " ".join(shlex.quote(a) for a in prefix + argv)

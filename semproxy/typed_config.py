@@ -15,16 +15,15 @@ import dataclasses
 import difflib
 import functools
 import math
-import reprlib
 import typing
 from dataclasses import field
 from typing import Any, Callable, Literal, Union
 
-__all__ = ["first_line", "ConfigError", "knob", "validate", "unknown_key", "parse_scalar", "field_names", "coerce",
+from .errors import MAX_MESSAGE, ConfigError, first_line, one_line, short
+
+__all__ = ["first_line", "ConfigError", "knob", "fields_with_role", "validate", "unknown_key", "parse_scalar", "field_names", "coerce",
            "read_yaml", "short", "one_line", "MAX_MESSAGE", "MAX_FILE_BYTES"]
 
-#: Longest error message: with an ``error: `` prefix it still fits a 300-character line.
-MAX_MESSAGE = 280
 #: Largest YAML file read. A config or a search space is a few KB; anything near this is a mistake.
 MAX_FILE_BYTES = 1 << 20
 # What one YAML document may expand to. Alias trees ("billion laughs") are refused before they are
@@ -35,52 +34,19 @@ MAX_YAML_DEPTH = 50         # a space nests 4 deep
 MAX_YAML_SCALAR = 4096      # characters of one value: a path fits, a number stays below int()'s digit limit
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type where it has none), bounded like a ConfigError's."""
-    lines = str(error).strip().splitlines()
-    return one_line(lines[0]) if lines else type(error).__name__
+def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None,
+         roles: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with a description, an optional inclusive range [low, high], and roles.
 
-
-def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
-    """``message`` on one line of at most ``limit`` characters, cut in the middle (its start names the
-    file and key, its end what was expected)."""
-    text = " ".join(message.splitlines())
-    if len(text) <= limit:
-        return text
-    tail = limit // 3
-    return f"{text[:limit - tail - 5]} ... {text[-tail:]}"
-
-
-class _ShortRepr(reprlib.Repr):
-    """reprlib's bounded repr, with a bounded int too (repr of a huge int is slow, then refused)."""
-
-    def repr_int(self, x: int, level: int) -> str:
-        return super().repr_int(x, level) if x.bit_length() <= 256 else f"<int of ~{x.bit_length() * 3 // 10} digits>"
-
-
-_SHORT = _ShortRepr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 60, 60, 40
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfrozenset = 6
-
-
-def short(value: Any) -> str:
-    """A bounded repr of a user-given value for error messages (a YAML alias tree prints as ``[[[...]]]``)."""
-    return _SHORT.repr(value)
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range.
-
-    The message is kept to one line of at most :data:`MAX_MESSAGE` characters, whatever it quotes.
+    A role is a property other parts of the code ask of fields by name (e.g. which fields may change
+    when a run resumes): declared here, on the field, rather than in lists kept elsewhere.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(str(message)))
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "roles": frozenset(roles)})
 
 
-def knob(default: Any, help: str, *, low: float | None = None, high: float | None = None) -> Any:
-    """A dataclass field with a description and an optional inclusive range [low, high]."""
-    return field(default=default, metadata={"help": help, "low": low, "high": high})
+def fields_with_role(section: type, role: str) -> frozenset[str]:
+    """The names of ``section``'s fields that declare ``role``."""
+    return frozenset(f.name for f in dataclasses.fields(section) if role in f.metadata.get("roles", ()))
 
 
 def field_names(section: type) -> list[str]:

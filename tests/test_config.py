@@ -212,7 +212,7 @@ def test_device_names_are_checked_at_load(tmp_path, device):
 def test_a_missing_gpu_is_a_config_error_naming_what_exists(monkeypatch):
     import torch
 
-    from semproxy.train import resolve_device
+    from semproxy.device import resolve_device
 
     assert Config().replace({"device": "cuda:7"}).eval.device == "cuda:7"  # the form is fine everywhere
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

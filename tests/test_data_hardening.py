@@ -23,7 +23,7 @@ from conftest import fill_disk
 from fake_layouts import make_cub_official, make_inat, make_inshop, make_sop, write_jpeg
 from semproxy.data import DatasetError, ImageList, build_eval_cache, build_train_cache, load_benchmark
 from semproxy.data import cache as cache_module
-from semproxy.data.__main__ import build_parser
+from semproxy.cli.data import build_parser
 from semproxy.data.cache import UnreadableImageWarning
 from semproxy.data.readers import synthetic
 

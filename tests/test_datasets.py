@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from fake_layouts import make_cars_official, make_class_folders, make_cub_official, make_inat, make_inshop, make_sop
+from semproxy.config import ConfigError
 from semproxy.data import DatasetCountWarning, DatasetError, load_benchmark, make_splits
-from semproxy.data.__main__ import main as data_main
+from semproxy.cli.data import main as data_main
 from semproxy.data.readers import synthetic
 
 
@@ -114,7 +115,7 @@ def test_validation_is_carved_from_training_classes(tmp_path):
     assert make_splits(benchmark, 0.2).fingerprint() == splits.fingerprint()
     final = make_splits(benchmark, 0.0)
     assert final.val is None and len(final.train) == len(benchmark.train)
-    with pytest.raises(ValueError, match="needs at least 2"):
+    with pytest.raises(ConfigError, match="needs at least 2"):
         make_splits(benchmark, 0.05)
 
 

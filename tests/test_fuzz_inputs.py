@@ -4,7 +4,7 @@ Hundreds of cases, generated deterministically (seeded) from the shipped ``searc
 ``experiments/synthetic.yaml``, each invalid by construction: unknown keys, wrong types, out-of-range
 and huge values, NaN and infinities, bad distributions and conditions, alias bombs, deep nesting,
 truncated YAML, binary garbage, foreign encodings. Each runs through the real entry points
-(``tune.main``, ``semproxy.final.main``) in-process and must end with exit code 2 and a single line
+(``tune.main``, ``semproxy.cli.train.main``) in-process and must end with exit code 2 and a single line
 on stderr under 300 characters naming the file, within seconds, before Ray or data preparation
 starts, and without writing anything.
 """
@@ -24,7 +24,7 @@ import pytest
 import ray
 import yaml
 
-from semproxy import final
+from semproxy.cli import train as final
 from semproxy.config import Config
 from semproxy.search.space import CACHE_FIELDS
 from tune import main as tune_main
@@ -412,7 +412,7 @@ def baseline_rss() -> int:
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     """A working directory, cache and data root in tmp_path; Ray and data preparation fail the test."""
-    import semproxy.data.prepared as prepared
+    import semproxy.prepared as prepared
 
     def forbidden(*args, **kwargs):
         raise AssertionError("malformed input got past validation")

@@ -7,7 +7,7 @@ import pytest
 
 from semproxy.config import ModelConfig
 from semproxy.models import build_model, count_parameters
-from semproxy.models.__main__ import main
+from semproxy.cli.params import main
 
 D, E, C, LAYERS = 384, 384, 100, 12
 HEAD = 2 * D + D * E + E                 # LayerNorm(D) + Linear(D, E) = 148,608

@@ -10,7 +10,7 @@ import pytest
 
 from fake_layouts import make_cub_official, make_sop
 from semproxy.data import DatasetError, load_benchmark
-from semproxy.data.__main__ import main as data_main
+from semproxy.cli.data import main as data_main
 from semproxy.data.datasets import DATASETS, Source
 from semproxy.data.prepare import _download, prepare
 

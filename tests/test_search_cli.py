@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import semproxy.data.prepared
+import semproxy.prepared
 import semproxy.search.runner as runner
+from semproxy.errors import SearchError
+from semproxy.search.plan import plan_search
 from semproxy.config import Config, ConfigError
 from semproxy.search.record import SearchRecord
 from tune import main as tune_main
@@ -29,8 +31,8 @@ def no_work(monkeypatch, tmp_path):
     def reached(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    monkeypatch.setattr(semproxy.data.prepared, "prepare_data", reached)
-    monkeypatch.setattr(runner, "_start_ray", reached)
+    monkeypatch.setattr(semproxy.prepared, "prepare_data", reached)
+    monkeypatch.setattr(runner, "ray_session", reached)
     return tmp_path / "runs"
 
 
@@ -85,24 +87,24 @@ def _args(tmp_path: Path, space_text: str, *flags: str):
 
 def test_a_space_that_fixes_epochs_sets_the_trials_length(tmp_path):
     fixed = "params:\n  epochs: 3\n  lr: {loguniform: [0.001, 0.01]}\n"
-    plan = runner.plan_search(_args(tmp_path, fixed))
+    plan = plan_search(_args(tmp_path, fixed))
     assert plan.settings.max_epochs == 3 and plan.base.optim.epochs == 3  # ASHA's max_t is the trial's length
-    with pytest.raises(runner.SearchError, match="fixes every trial at 3 epochs but max_epochs is 5"):
-        runner.plan_search(_args(tmp_path, fixed, "--max-epochs", "5"))
+    with pytest.raises(SearchError, match="fixes every trial at 3 epochs but max_epochs is 5"):
+        plan_search(_args(tmp_path, fixed, "--max-epochs", "5"))
     sampled = "params:\n  epochs: {randint: [2, 20]}\n"
-    with pytest.raises(runner.SearchError, match="reaches beyond max_epochs 15"):
-        runner.plan_search(_args(tmp_path, sampled))
+    with pytest.raises(SearchError, match="reaches beyond max_epochs 15"):
+        plan_search(_args(tmp_path, sampled))
 
 
 def test_impossible_model_settings_name_the_files_they_come_from(tmp_path):
-    plan = runner.plan_search(_args(tmp_path, "params:\n  prompt_depth: 13\n  lr: {loguniform: [0.001, 0.01]}\n"))
+    plan = plan_search(_args(tmp_path, "params:\n  prompt_depth: 13\n  lr: {loguniform: [0.001, 0.01]}\n"))
     with pytest.raises(ConfigError, match=r"synthetic.yaml with .*space.yaml's fixed values: key 'prompt_depth' is 13"):
         runner._check_model(plan.base, 10, plan.config_source)
 
 
 def test_flags_override_the_space_which_overrides_the_defaults(tmp_path):
     text = "params:\n  lr: {loguniform: [0.001, 0.01]}\nsearch:\n  num_samples: 7\n  seed: 4\n"
-    plan = runner.plan_search(_args(tmp_path, text, "--seed", "9"))
+    plan = plan_search(_args(tmp_path, text, "--seed", "9"))
     assert (plan.settings.num_samples, plan.settings.seed, plan.settings.max_epochs) == (7, 9, 15)
 
 
@@ -184,3 +186,13 @@ def test_every_flag_of_every_tune_command_says_its_default():
             if not action.option_strings or action.nargs == 0:  # positionals, --help and on/off switches
                 continue
             assert action.required or "default" in (action.help or ""), (parser.prog, action.option_strings)
+
+
+def test_the_search_command_imports_no_ray_before_it_starts_one():
+    """Ray reads the settings that bind a local cluster to loopback when it is imported."""
+    import subprocess
+    import sys
+
+    code = "import sys, tune, semproxy.search.runner, semproxy.search.plan; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

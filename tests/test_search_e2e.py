@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import fill_disk
-from semproxy.final import main as final_main
+from semproxy.cli.train import main as final_main
 from semproxy.search.results import read_trials
 from tune import main as tune_main
 
@@ -174,7 +174,7 @@ def test_a_filling_disk_under_storage_stops_the_search_resumably(ray_session, sp
 
 def _crash_once_at_epoch_two(params, *, base, data, marker):
     """train_dml whose first attempt dies right after reporting epoch 2 (a stand-in for a lost worker)."""
-    import trainables.dml as dml
+    import semproxy.search.trainable as dml
 
     original = dml.fit
 
@@ -199,7 +199,7 @@ def test_a_crashed_trial_restarts_from_its_checkpoint_and_ends_as_if_uninterrupt
     from ray import tune
 
     from semproxy.config import Config
-    from semproxy.data.prepared import prepare_data
+    from semproxy.prepared import prepare_data
     from trainables import train_dml
 
     base = Config.load(Path(__file__).parent.parent / "experiments" / "synthetic.yaml").replace(

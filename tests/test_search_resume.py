@@ -30,13 +30,19 @@ def _iterations(run: Path) -> dict[str, list[int]]:
 
 def _rungs(run: Path, exclude: set[str] = frozenset()) -> tuple[str, dict[int, dict[str, float]]]:
     """The newest saved ASHA state (file name, milestone -> recorded) not among ``exclude``."""
+    from semproxy.search.ray_compat import asha_rungs
+    from semproxy.search.schedulers import build_scheduler
+    from semproxy.search.settings import SearchSettings
+
     files = [f for f in glob.glob(str(run / "callback-states-*.pkl")) if f not in exclude]
     if not files:
         return "", {}
     newest = max(files, key=os.path.getmtime)
-    state = pickle.loads(Path(newest).read_bytes())
-    asha = next(s for s in state.values() if s)
-    return newest, {int(m): dict(rec) for m, rec in asha["rungs"][0]}
+    saved = next(s for s in pickle.loads(Path(newest).read_bytes()).values() if s)  # the scheduler's state
+    asha, (callback,) = build_scheduler(SearchSettings(max_epochs=6, grace_period=2, reduction_factor=2),
+                                        "val_map_at_r", "max")
+    callback.set_state(saved)
+    return newest, asha_rungs(asha)
 
 
 def test_sigkilled_driver_resumes_without_rerunning(tmp_path):

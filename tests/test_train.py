@@ -10,9 +10,9 @@ import torch
 
 from semproxy.checkpoint import CheckpointError, load_checkpoint
 from semproxy.config import Config
-from semproxy.data.prepared import prepare_data
-from semproxy.evaluate import main as evaluate_main
-from semproxy.final import main as final_main
+from semproxy.cli.evaluate import main as evaluate_main
+from semproxy.cli.train import main as final_main
+from semproxy.prepared import prepare_data
 from semproxy.optim import lr_factor
 from semproxy.train import NonFiniteLossError, Trainer, fit
 

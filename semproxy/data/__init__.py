@@ -1,4 +1,5 @@
 """Benchmarks, class-disjoint splits, class-balanced sampling, the shared image cache, batched augmentation."""
+from .batch_classes import BatchClasses
 from .cache import EvalImageCache, TrainImageCache, build_eval_cache, build_train_cache, default_cache_dir
 from .datasets import DATASETS, DatasetSpec, get_dataset, load_benchmark
 from .loader import TrainLoader, eval_batches
@@ -8,6 +9,7 @@ from .splits import DataSplits, make_splits
 from .transforms import BatchAugment, eval_resize_for, normalise
 
 __all__ = [
+    "BatchClasses",
     "EvalImageCache", "TrainImageCache", "build_eval_cache", "build_train_cache", "default_cache_dir",
     "DATASETS", "DatasetSpec", "get_dataset", "load_benchmark", "TrainLoader", "eval_batches", "Benchmark",
     "DatasetCountWarning", "DatasetError", "ExpectedCounts", "ImageList", "ClassBalancedBatchSampler",

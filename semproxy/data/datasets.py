@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..errors import ConfigError
 from .readers import cars, cub, inat, inshop, sop, synthetic
 from .records import Benchmark, ExpectedCounts, check_counts
 
@@ -63,7 +64,7 @@ def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset '{name}' (expected one of {', '.join(DATASETS)})") from None
+        raise ConfigError(f"unknown dataset '{name}' (expected one of {', '.join(DATASETS)})") from None
 
 
 def load_benchmark(name: str, root: str | Path) -> Benchmark:

@@ -15,7 +15,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from ..models.batch_classes import BatchClasses
+from .batch_classes import BatchClasses
 from .cache import EvalImageCache, TrainImageCache
 from .sampler import ClassBalancedBatchSampler
 from .transforms import BatchAugment, normalise

@@ -7,11 +7,10 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import DatasetError
+
 __all__ = ["ImageList", "Benchmark", "ExpectedCounts", "DatasetError", "DatasetCountWarning", "check_counts"]
 
-
-class DatasetError(FileNotFoundError):
-    """A dataset root or file is missing or malformed (one-line message saying what was expected)."""
 
 
 class DatasetCountWarning(UserWarning):

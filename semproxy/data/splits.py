@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import ConfigError
 from .records import Benchmark, ImageList
 
 __all__ = ["DataSplits", "make_splits"]
@@ -44,14 +45,14 @@ class DataSplits:
 def make_splits(benchmark: Benchmark, val_fraction: float = 0.2) -> DataSplits:
     """Carve ``round(val_fraction * training classes)`` validation classes off the training split."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"key 'val_fraction' must be in [0, 1), got {val_fraction}")
     classes = benchmark.train.classes
     num_val = int(round(val_fraction * len(classes)))
     if val_fraction > 0 and num_val < 2:
-        raise ValueError(f"{benchmark.name}: val_fraction {val_fraction} of {len(classes)} training classes "
-                         f"gives {num_val} validation classes; retrieval needs at least 2")
+        raise ConfigError(f"{benchmark.name}: val_fraction {val_fraction} of {len(classes)} training classes "
+                          f"gives {num_val} validation classes; retrieval needs at least 2")
     if len(classes) - num_val < 2:
-        raise ValueError(f"{benchmark.name}: val_fraction {val_fraction} leaves fewer than 2 training classes")
+        raise ConfigError(f"{benchmark.name}: val_fraction {val_fraction} leaves fewer than 2 training classes")
     val_classes = classes[len(classes) - num_val:]
     is_val = np.isin(benchmark.train.labels, val_classes)
     return DataSplits(

@@ -1,7 +1,7 @@
 """Prompted ViTs with semantic proxies: backbone loading, prompts, adapters, heads, accumulators."""
 from .accumulators import ACCUMULATORS, EMAAccumulator, GRUAccumulator
 from .adapters import Adapter
-from .batch_classes import BatchClasses
+from ..data.batch_classes import BatchClasses
 from .backbone import BackboneError, create_backbone, load_backbone_weights
 from .class_bank import ClassPromptBank
 from .heads import EmbeddingHead

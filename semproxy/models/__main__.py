@@ -1,60 +1,6 @@
-"""Parameter accounting per method: ``python -m semproxy.models [--set key=value ...]``.
-
-Builds each method on a randomly initialised backbone (counting needs no pretrained weights) and
-prints what it learns in all, what one step changes, and both as a percentage of the backbone.
-"""
-from __future__ import annotations
-
-import argparse
-import dataclasses
+"""``python -m semproxy.models``: see semproxy/cli/params.py."""
 import sys
 
-from ..config import Config, ConfigError, ModelConfig
-from .backbone import BackboneError
-from .methods import METHODS
-from .params import count_parameters
-from .prompted_vit import build_model
+from semproxy.cli.params import main
 
-
-def parameter_table(cfg: ModelConfig, methods: list[str], num_classes: int, classes_per_batch: int) -> list[dict]:
-    rows = []
-    for method in methods:
-        model = build_model(dataclasses.replace(cfg, method=method, pretrained=False, weights=None), num_classes)
-        count = count_parameters(model, classes_per_batch)
-        rows.append({"method": method, "learned": count.learned, "learned %": count.learned_percent,
-                     "per step": count.per_step, "per step %": count.per_step_percent,
-                     "backbone": count.backbone, "parts": count.parts})
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m semproxy.models", description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
-    parser.add_argument("--num-classes", type=int, default=100, help="training classes (default: 100, CUB)")
-    parser.add_argument("--classes-per-batch", type=int, default=32, help="batch size / samples per class")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
-    parser.add_argument("--parts", action="store_true", help="also print each method's parts")
-    args = parser.parse_args(argv)
-    try:
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ConfigError(f"--methods: unknown method '{unknown[0]}' (expected {', '.join(METHODS)})")
-        cfg = Config().with_overrides(args.set).model
-        rows = parameter_table(cfg, methods, args.num_classes, args.classes_per_batch)
-    except (ConfigError, BackboneError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"backbone {cfg.backbone}: {rows[0]['backbone']:,} parameters; "
-          f"{args.num_classes} classes, {args.classes_per_batch} classes per batch")
-    print(f"{'method':<10} {'learned':>12} {'% backbone':>10} {'per step':>12} {'% backbone':>10}")
-    for row in rows:
-        print(f"{row['method']:<10} {row['learned']:>12,} {row['learned %']:>10.2f} "
-              f"{row['per step']:>12,} {row['per step %']:>10.2f}")
-        if args.parts:
-            print("    " + ", ".join(f"{k}: {v:,}" for k, v in row["parts"].items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

@@ -19,7 +19,7 @@ import timm
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, _cfg, _create_vision_transformer, checkpoint_filter_fn
 
-from ..typed_config import first_line
+from ..errors import BackboneError, first_line
 
 __all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "WEIGHT_SUFFIXES",
            "MICRO_SYNTHETIC_WEIGHTS"]
@@ -27,13 +27,10 @@ __all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "WEIGHT_
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 
 
-class BackboneError(ValueError):
-    """The backbone cannot be built or its weights do not fit (one-line message)."""
-
 
 # A micro ViT for tests and the CPU demo: ViT-S/16's 12 blocks (so every depth of the paper's search
 # spaces fits) at 32 px with 4x4 patches of 8 px and width 64. The
-# "synthetic" tag is pretrained on generated shapes and ships with the package (pretrain_micro.py).
+# "synthetic" tag is pretrained on generated shapes and ships with the package (semproxy/tools/pretrain_micro.py).
 MICRO_SYNTHETIC_WEIGHTS = Path(__file__).parent / "weights" / "vit_micro_patch8_32.synthetic.safetensors"
 default_cfgs = generate_default_cfgs({
     "vit_micro_patch8_32.untrained": _cfg(

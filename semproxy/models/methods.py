@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+from ..errors import ConfigError
+
 __all__ = ["MethodSpec", "METHODS", "get_method"]
 
 
@@ -47,4 +49,4 @@ def get_method(name: str) -> MethodSpec:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method '{name}' (expected one of {', '.join(METHODS)})") from None
+        raise ConfigError(f"unknown method '{name}' (expected one of {', '.join(METHODS)})") from None

@@ -16,7 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from ..config import ConfigError, ModelConfig
 from .adapters import Adapter, adapted_block_forward
 from .backbone import create_backbone
-from .batch_classes import BatchClasses
+from ..data.batch_classes import BatchClasses
 from .heads import EmbeddingHead
 from .methods import get_method
 from .prompts import DeepPrompts, prompt_counts

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .accumulators import create_accumulator
-from .batch_classes import BatchClasses
+from ..data.batch_classes import BatchClasses
 from .class_bank import ClassPromptBank
 from .heads import EmbeddingHead
 

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from ..atomic import write_text_atomic
 from ..checkpoint import RUNTIME_FIELDS
 from ..config import Config, ConfigError
+from ..metric_names import OBJECTIVE, OBJECTIVE_MODE
 from ..typed_config import short
 from .settings import SearchSettings
 
@@ -75,8 +76,8 @@ class SearchRecord:
             raise ConfigError(f"{path}: damaged run record ({type(error).__name__}: {short(str(error))})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: damaged run record (not a JSON object)")
-        raw.setdefault("metric", "val_map_at_r")  # records written before these were kept
-        raw.setdefault("mode", "max")
+        raw.setdefault("metric", OBJECTIVE)  # records written before these were kept
+        raw.setdefault("mode", OBJECTIVE_MODE)
         if isinstance(raw.get("settings"), dict) and "seed" in raw:
             raw["settings"].setdefault("seed", raw.pop("seed"))
         names = {f.name for f in dataclasses.fields(cls)}

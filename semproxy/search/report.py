@@ -66,10 +66,11 @@ def report_study(rows, curves: dict[str, dict[int, float]], specs: list[dict]):
 def asha_rungs(curves: dict[str, dict[int, float]], settings: dict) -> dict[int, dict[str, float]]:
     """ASHA's rungs as the search saw them: at each milestone, the metric of every trial that reached it.
 
-    Milestones are grace_period * reduction_factor^k below max_t, as in Ray's ASHA (one bracket).
+    The milestones are those of Ray's own ASHA for the run's settings (one bracket).
     """
-    grace, factor, max_t = settings["grace_period"], settings["reduction_factor"], settings["max_epochs"]
-    milestones = [grace * factor ** k for k in range(int(math.log(max_t / grace) / math.log(factor)) + 1)]
+    from .ray_compat import asha_milestones
+
+    milestones = asha_milestones(settings["max_epochs"], settings["grace_period"], settings["reduction_factor"])
     return {m: {trial: curve[m] for trial, curve in curves.items() if m in curve} for m in milestones}
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import ConfigError
+from ..metric_names import OBJECTIVE, metric_name
 from ..typed_config import short
 from .record import RECORD_FILE, SearchRecord
 
-__all__ = ["METRIC", "TrialRow", "ExperimentState", "read_experiment_state", "read_trials", "best_trial",
+__all__ = ["TrialRow", "ExperimentState", "read_experiment_state", "read_trials", "best_trial",
            "export_best", "format_table", "format_value", "search_progress"]
 
-METRIC = "val_map_at_r"
 FINISHED = ("TERMINATED", "ERROR")
 TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_\d+_")  # <trainable>_<trial id>_<number>_<params>  # Tune's statuses of a trial that will not run again
 
@@ -139,11 +139,11 @@ def _read_trial(trial_id: str, status: str, folder: Path) -> TrialRow:
         epoch = _number(r.get("training_iteration"))
         if math.isfinite(epoch):
             by_epoch[int(epoch)] = r  # a restarted trial reports an epoch again: the later line counts
-    curve = {e: _number(r.get(METRIC)) for e, r in by_epoch.items() if math.isfinite(_number(r.get(METRIC)))}
+    curve = {e: _number(r.get(OBJECTIVE)) for e, r in by_epoch.items() if math.isfinite(_number(r.get(OBJECTIVE)))}
     best_value, best_epoch, recall, checkpoint = math.nan, 0, math.nan, None
     if curve:
         best_epoch = max(curve, key=lambda epoch: (curve[epoch], -epoch))  # the first epoch of the best value
-        best_value, recall = curve[best_epoch], _number(by_epoch[best_epoch].get("val_recall_at_1"))
+        best_value, recall = curve[best_epoch], _number(by_epoch[best_epoch].get(metric_name("val", "recall@1")))
         name = by_epoch[best_epoch].get("checkpoint_dir_name") or ""
         checkpoint = str(folder / name) if name and (folder / name).is_dir() else None
     error = _error_line(folder) if status == "ERROR" else None

@@ -1,30 +1,50 @@
-"""Optuna TPE and ASHA, joined so that neither misleads the other and both survive a resume.
+"""The searchers a search can use, by name, and the one Optuna adapter they share.
 
-- ASHA stops weak trials early; Ray's OptunaSearch would tell Optuna such a trial COMPLETED with its
-  low early value, which biases TPE. :class:`PruningAwareOptunaSearch` tells Optuna PRUNED instead
-  (Optuna then uses the trial's last intermediate value, as for its own pruners).
-- Tune does not save scheduler state (ray#30838): after a restore ASHA's rungs would be empty and
-  resumed trials judged against nothing. :class:`AshaStateCallback` holds the scheduler and saves
-  and restores its rungs with the experiment checkpoint (Tune checkpoints callback state).
+ASHA (or any scheduler) stops weak trials early; Ray's OptunaSearch would tell Optuna such a trial
+COMPLETED with its low early value, which biases TPE. :class:`PruningAwareOptunaSearch` tells Optuna
+PRUNED instead (Optuna then uses the trial's last intermediate value, as for its own pruners).
+Searchers differ only in their Optuna sampler: :data:`SAMPLERS` maps ``SearchSettings.searcher``
+names to samplers, so adding one is a registration.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import optuna
-from ray.tune import Callback
-from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["PruningAwareOptunaSearch", "AshaStateCallback", "make_sampler"]
+from .ray_compat import is_completed, mark_completed, optuna_study, optuna_trial
+
+__all__ = ["PruningAwareOptunaSearch", "SAMPLERS", "register_sampler", "make_sampler", "build_searcher"]
+
+SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {}
 
 
-def make_sampler(seed: int) -> optuna.samplers.TPESampler:
+def register_sampler(name: str) -> Callable:
+    """Register a function ``seed -> optuna sampler`` under ``name`` (a ``searcher`` setting's value)."""
+    def register(factory: Callable[[int], optuna.samplers.BaseSampler]) -> Callable:
+        SAMPLERS[name] = factory
+        return factory
+    return register
+
+
+@register_sampler("tpe")
+def _tpe(seed: int) -> optuna.samplers.TPESampler:
     """TPE, seeded, multivariate and grouped (conditional parameters form their own groups)."""
     with warnings.catch_warnings():  # multivariate and group are marked experimental, and are what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+@register_sampler("random")
+def _random(seed: int) -> optuna.samplers.RandomSampler:
+    """Uniform random sampling of the space, seeded (the baseline TPE has to beat)."""
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_sampler(seed: int, name: str = "tpe") -> optuna.samplers.BaseSampler:
+    return SAMPLERS[name](seed)
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
@@ -42,45 +62,22 @@ class PruningAwareOptunaSearch(OptunaSearch):
         planned = ((result or {}).get("config") or {}).get("epochs", self._max_t)
         stopped_early = (not error and result is not None
                          and result.get("training_iteration", planned) < planned)
-        if not stopped_early or trial_id in self._completed_trials:
+        if not stopped_early or is_completed(self, trial_id):
             return super().on_trial_complete(trial_id, result, error)
-        trial = self._ot_trials[trial_id]
+        trial = optuna_trial(self, trial_id)
         if self.metric in result:
-            # Tune skips on_trial_result for the result that made ASHA stop the trial; without it
-            # Optuna would know nothing of where the trial stood. (A step reported already is ignored.)
+            # Tune skips on_trial_result for the result that made the scheduler stop the trial;
+            # without it Optuna would know nothing of where the trial stood. (A reported step is ignored.)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 trial.report(result[self.metric], result["training_iteration"])
-        self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        optuna_study(self).tell(trial, state=optuna.trial.TrialState.PRUNED)
+        mark_completed(self, trial_id)
         return None
 
 
-class AshaStateCallback(Callback):
-    """Saves ASHA's rungs (the recorded metric per trial and milestone) across experiment restores."""
-
-    def __init__(self, scheduler: AsyncHyperBandScheduler) -> None:
-        self.scheduler = scheduler
-
-    def get_state(self) -> Optional[dict[str, Any]]:
-        return {
-            "rungs": [[(milestone, dict(recorded)) for milestone, recorded in bracket._rungs]
-                      for bracket in self.scheduler._brackets],
-            "num_stopped": self.scheduler._num_stopped,
-        }
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        for bracket, rungs in zip(self.scheduler._brackets, state["rungs"]):
-            saved = dict((milestone, recorded) for milestone, recorded in rungs)
-            for milestone, recorded in bracket._rungs:
-                recorded.clear()
-                recorded.update(saved.get(milestone, {}))
-        self.scheduler._num_stopped = state["num_stopped"]
-
-    def rungs(self) -> dict[int, dict[str, float]]:
-        """Milestone -> {trial id: recorded metric} (the metric as ASHA compares it: higher is better)."""
-        out: dict[int, dict[str, float]] = {}
-        for bracket in self.scheduler._brackets:
-            for milestone, recorded in bracket._rungs:
-                out.setdefault(int(milestone), {}).update(recorded)
-        return out
+def build_searcher(define_by_run: Callable, *, name: str, seed: int, metric: str, mode: str, max_t: int,
+                   starts: Optional[list[dict[str, Any]]]) -> PruningAwareOptunaSearch:
+    """The searcher ``name`` (a key of :data:`SAMPLERS`) over a define-by-run space."""
+    return PruningAwareOptunaSearch(define_by_run, metric=metric, mode=mode, points_to_evaluate=starts or None,
+                                    sampler=make_sampler(seed, name), max_t=max_t)

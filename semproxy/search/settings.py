@@ -17,7 +17,9 @@ from ..typed_config import ConfigError, field_names, knob, validate
 
 __all__ = ["SearchSettings", "TrialResources", "SMOKE", "flag_label", "check_values"]
 
-Scheduler = Literal["asha", "fifo"]
+# The names of semproxy.search.schedulers.SCHEDULERS and searcher.SAMPLERS (a test checks they agree).
+Scheduler = Literal["asha", "median", "fifo"]
+Searcher = Literal["tpe", "random"]
 
 
 @dataclass
@@ -26,19 +28,21 @@ class SearchSettings:
 
     num_samples: int = knob(16, "trials", low=1, high=100_000)
     max_epochs: int = knob(15, "epochs of a trial that is never stopped (ASHA's max_t)", low=1, high=10_000)
-    grace_period: int = knob(2, "ASHA: epochs before a trial can be stopped", low=1, high=10_000)
+    grace_period: int = knob(2, "asha, median: epochs before a trial can be stopped", low=1, high=10_000)
     reduction_factor: int = knob(3, "ASHA: keep 1 / this many trials at each rung", low=2, high=100)
-    scheduler: Scheduler = knob("asha", "early stopping: asha, or fifo (every trial runs to the end)")
+    scheduler: Scheduler = knob("asha", "early stopping: asha, median (the median stopping rule), or fifo "
+                                        "(every trial runs to the end)")
+    searcher: Searcher = knob("tpe", "how trials are sampled: tpe (Optuna's TPE) or random")
     seed: int = knob(0, "seed of the TPE sampler", low=0, high=2**32 - 1)
 
     def check(self, where: str, sources: Optional[dict[str, str]] = None) -> "SearchSettings":
         """Validate each value and the combination; ``sources`` names where each value came from."""
         validate(self, where=where)
-        if self.scheduler == "asha" and self.grace_period > self.max_epochs:
+        if self.scheduler != "fifo" and self.grace_period > self.max_epochs:
             said = sources or {}
             raise ConfigError(f"grace_period {self.grace_period} ({said.get('grace_period', 'default')}) exceeds "
-                              f"max_epochs {self.max_epochs} ({said.get('max_epochs', 'default')}): ASHA could "
-                              f"never stop a trial")
+                              f"max_epochs {self.max_epochs} ({said.get('max_epochs', 'default')}): the "
+                              f"{self.scheduler} scheduler could never stop a trial")
         return self
 
     def to_mapping(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..config import Config, ConfigError
+from ..config import CACHE, Config, ConfigError
 from ..typed_config import coerce, read_yaml, short, unknown_key
 from .settings import check_values
 
@@ -46,9 +46,7 @@ ARITY = {"uniform": (2,), "loguniform": (2,), "quniform": (3,), "randint": (2, 3
 INTEGER_KINDS = ("randint", "qrandint")
 TOP_KEYS = ("params", "search", "starts")
 # Fields that decide the shared image cache: fixed in a space is fine, sampled is not.
-CACHE_FIELDS = frozenset({"dataset", "data_root", "val_fraction", "img_size", "backbone", "weights", "pretrained",
-                          "interpolation", "crop_pct", "cache_dir", "synthetic_classes", "synthetic_per_class",
-                          "synthetic_size", "max_bad_fraction"})
+CACHE_FIELDS = Config.fields_with(CACHE)
 
 
 @dataclass(frozen=True)

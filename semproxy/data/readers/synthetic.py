@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ...errors import ConfigError
 from ..files import file_lock, make_folder, staged
 from ..records import Benchmark, DatasetError, ExpectedCounts
 from ._common import read_class_folders, require_root
@@ -113,7 +114,7 @@ def generate(root: str | Path, *, num_classes: int = 24, images_per_class: int =
     (``.<root name>.lock``), so concurrent drivers generate it once and nobody sees half a set.
     """
     if num_classes < 4 or images_per_class < 2 or image_size < 16:
-        raise ValueError("synthetic: need num_classes >= 4, images_per_class >= 2 and image_size >= 16")
+        raise ConfigError("synthetic: need num_classes >= 4, images_per_class >= 2 and image_size >= 16")
     root = Path(root).expanduser().resolve()
     meta = {"num_classes": num_classes, "images_per_class": images_per_class, "image_size": image_size, "seed": seed}
     if _holds(root, meta, overwrite):

@@ -16,10 +16,11 @@ import ray
 import torch
 from ray import tune
 
-from semproxy.checkpoint import load_checkpoint
-from semproxy.config import Config
-from semproxy.data.prepared import PreparedData
-from semproxy.train import EpochResult, Trainer, fit
+from ..checkpoint import load_checkpoint
+from ..config import Config
+from ..metric_names import SHOWN_FIRST
+from ..prepared import PreparedData
+from ..train import EpochResult, Trainer, fit
 
 __all__ = ["train_dml", "trial_device", "finite_metrics"]
 
@@ -35,15 +36,12 @@ def trial_device() -> torch.device:
     return torch.device("cpu")
 
 
-FIRST = ("val_map_at_r", "val_recall_at_1", "loss")  # the columns Tune's progress table shows first
-
-
 def finite_metrics(values: dict[str, float]) -> dict[str, float]:
     """Tune needs finite numbers (a NaN is never cut by ASHA): NaN/inf metrics report as 0.
 
     The objective and its companions come first, so Tune's progress table shows them.
     """
-    ordered = {**{k: values[k] for k in FIRST if k in values}, **values}
+    ordered = {**{k: values[k] for k in SHOWN_FIRST if k in values}, **values}
     return {k: (float(v) if math.isfinite(v) else 0.0) for k, v in ordered.items()}
 
 

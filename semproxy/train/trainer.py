@@ -5,7 +5,7 @@ resumed with ``resume_from`` continues exactly as if the run had never stopped (
 CPU): batches and augmentation depend only on (seed, epoch), and the RNG, optimiser, schedule and
 accumulator states are all saved.
 
-``python -m semproxy.train --config FILE`` is the final training of a config (see ``final.py``).
+``python -m semproxy.train --config FILE`` is the final training of a config (``semproxy/cli/train.py``).
 """
 from __future__ import annotations
 
@@ -17,45 +17,23 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import backbone_hash, check_compatible, load_checkpoint, save_checkpoint, trained_state
-from .config import Config
-from .data.prepared import PreparedData, prepare_data
-from .evaluation import autocast_for, evaluate
-from .host_memory import keep_freed_host_memory
-from .losses import ProxyAnchorLoss
-from .models import PromptedViT, build_model
-from .optim import Optimizers, build_optimizers
+from ..checkpoint import backbone_hash, check_compatible, load_checkpoint, restore_trained, save_checkpoint, trained_state
+from ..config import Config
+from ..device import resolve_device
+from ..errors import TrainingError
+from ..evaluation import autocast_for, evaluate
+from ..host_memory import keep_freed_host_memory
+from ..losses import ProxyAnchorLoss
+from ..metric_names import split_metrics
+from ..models import PromptedViT, build_model
+from ..optim import Optimizers, build_optimizers
+from ..prepared import PreparedData, prepare_data
 
-__all__ = ["fit", "Trainer", "EpochResult", "FitResult", "NonFiniteLossError", "resolve_device", "metric_names"]
+__all__ = ["fit", "Trainer", "EpochResult", "FitResult", "NonFiniteLossError"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TrainingError):
     """The loss became NaN or infinite; the message names the epoch and step."""
-
-
-def resolve_device(name: str, where: str = "config") -> torch.device:
-    """The torch device of a ``device`` setting: 'auto' is the current CUDA device when there is one, else the CPU.
-
-    Raises ConfigError naming ``where`` and 'device' for a name not of the form 'auto', 'cpu', 'cuda'
-    or 'cuda:N', or for a GPU this machine does not have (saying which it has).
-    """
-    from .config import ConfigError, check_device
-
-    if check_device(name, where) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    index = int(name.partition(":")[2] or 0)  # not torch.device(name).index: it wraps at 256 (cuda:1234 -> -46)
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if index >= count:
-        present = "only " + ", ".join(f"cuda:{i}" for i in range(count)) if count else "no CUDA device"
-        raise ConfigError(f"{where}: key 'device' is '{name}' but this machine has {present}; use 'cpu' or 'auto'")
-    return torch.device(name)
-
-
-def metric_names(split: str, metrics: dict[str, float]) -> dict[str, float]:
-    """'map@r' of 'val' -> 'val_map_at_r': flat names that Tune and TensorBoard take as they are."""
-    return {f"{split}_{k.replace('@', '_at_')}": float(v) for k, v in metrics.items()}
 
 
 @dataclass
@@ -161,12 +139,12 @@ class Trainer:
             return {}
         metrics = evaluate(self.model, self.data, "val", self.config.eval.eval_batch_size, self.device,
                            amp=self.amp, progress=self.progress)
-        return metric_names("val", metrics)
+        return split_metrics("val", metrics)
 
     def test(self) -> dict[str, float]:
         metrics = evaluate(self.model, self.data, "test", self.config.eval.eval_batch_size, self.device,
                            amp=self.amp, progress=self.progress)
-        return metric_names("test", metrics)
+        return split_metrics("test", metrics)
 
     # -- checkpoints -----------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
@@ -190,13 +168,7 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any], where: str = "checkpoint") -> None:
         check_compatible(payload, self.config, self.model, where=where)
-        current = trained_state(self.model)
-        missing = sorted(set(current) - set(payload["trained"]))
-        if missing:
-            raise ValueError(f"{where}: lacks trained tensor '{missing[0]}'")
-        with torch.no_grad():
-            for name, tensor in current.items():
-                tensor.copy_(payload["trained"][name])  # in place: the optimisers keep their references
+        restore_trained(self.model, payload, where=where)
         self.optimizers.load_state_dict(payload["optimizers"])
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
@@ -256,10 +228,3 @@ def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Seque
     test_metrics = trainer.test() if config.eval.test_eval and data.test is not None else {}
     return FitResult(trainer.history, test_metrics, trainer.model)
 
-
-if __name__ == "__main__":  # python -m semproxy.train: the final-training command
-    import sys
-
-    from semproxy.final import main
-
-    sys.exit(main())

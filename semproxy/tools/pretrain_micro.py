@@ -19,7 +19,7 @@ import torch
 
 from ..config import ModelConfig
 from ..losses import ProxyAnchorLoss
-from .backbone import MICRO_SYNTHETIC_WEIGHTS
+from ..models.backbone import MICRO_SYNTHETIC_WEIGHTS
 
 __all__ = ["pretrain_micro"]
 
@@ -30,7 +30,7 @@ def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int =
 
     from ..data import BatchAugment, ImageList, TrainLoader, build_train_cache, load_benchmark
     from ..data.readers import synthetic
-    from .prompted_vit import build_model
+    from ..models import build_model
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="semproxy-pretrain-"))
     root = synthetic.generate(workdir / "images", num_classes=256, images_per_class=6, image_size=48, seed=11)
@@ -62,7 +62,7 @@ def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m semproxy.models.pretrain_micro", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m semproxy.tools.pretrain_micro", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MICRO_SYNTHETIC_WEIGHTS, help="weights file to write")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=3e-3)

@@ -13,13 +13,14 @@ from typing import Optional
 import torch
 from timm.models import get_pretrained_cfg
 
-from ..config import Config, ModelConfig
-from .cache import EvalImageCache, TrainImageCache, build_eval_cache, build_train_cache
-from .datasets import get_dataset, load_benchmark
-from .loader import TrainLoader
-from .readers import synthetic
-from .splits import make_splits
-from .transforms import BatchAugment, eval_resize_for
+from .config import Config, ModelConfig
+from .data.cache import EvalImageCache, TrainImageCache, build_eval_cache, build_train_cache
+from .data.datasets import get_dataset, load_benchmark
+from .data.loader import TrainLoader
+from .data.readers import synthetic
+from .data.splits import make_splits
+from .data.transforms import BatchAugment, eval_resize_for
+from .errors import BackboneError
 
 __all__ = ["PreparedData", "ImageSettings", "image_settings", "resolve_data_root", "prepare_data"]
 
@@ -33,13 +34,13 @@ class ImageSettings:
 
 def image_settings(model: ModelConfig) -> ImageSettings:
     """Input size (``img_size`` or the backbone's) and mean/std from the backbone's pretrained config."""
-    import semproxy.models  # noqa: F401 - registers the micro test ViT with timm
+    import semproxy.models  # noqa: F401 - registers the micro ViT with timm (a layer below: imported for that)
 
     cfg = get_pretrained_cfg(model.backbone)
     if cfg is None:
         cfg = get_pretrained_cfg(model.backbone.split(".")[0])
     if cfg is None:
-        raise ValueError(f"unknown timm model '{model.backbone}'")
+        raise BackboneError(f"unknown timm model '{model.backbone}'")
     return ImageSettings(model.img_size or cfg.input_size[-1], tuple(cfg.mean), tuple(cfg.std))
 
 

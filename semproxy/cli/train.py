@@ -1,0 +1,89 @@
+"""Final training of a config with test evaluation: ``python -m semproxy.train --config FILE``.
+
+Trains on the training classes plus the validation classes (``val_fraction`` 0) unless
+``--train-only``, evaluates on the test classes, and writes into the output folder: a checkpoint
+after every epoch (so ``--resume`` continues an interrupted run), TensorBoard events, and
+``metrics.json`` with the test metrics, the per-epoch history, the config and the data fingerprint.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..atomic import write_json_atomic
+from ..checkpoint import CHECKPOINT_FILE
+from ..config import Config
+from ..device import resolve_device
+from ..errors import ConfigError
+from ..metric_names import metric_name
+from ..models.memory import model_memory
+from . import OneLineParser, command_line, run_command
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m semproxy.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML config, e.g. experiments/synthetic.yaml (required)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field; repeat for several (default: none)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/final/<config name>)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train on the training classes only (keep the validation carve)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. for log files)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, evaluate and record; the exit status (2: bad input, 130: interrupted, resumable)."""
+    args = build_parser().parse_args(argv)
+    return run_command(lambda: _train(args), f"resume with: {command_line(drop=('--resume',))} --resume")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The config as it will train, its device and model checked before any work."""
+    config = Config.load(args.config).with_overrides(args.set)
+    config = config.replace({"test_eval": True, **({} if args.train_only else {"val_fraction": 0.0})})
+    resolve_device(config.eval.device, where=args.config)
+    model_memory(config.model, num_classes=2, where=args.config)  # impossible model settings fail here
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = _load(args)
+    out = Path(args.out or Path("runs") / "final" / Path(args.config).stem).expanduser().resolve()
+    checkpoint = out / CHECKPOINT_FILE
+    if checkpoint.exists() and not args.resume:
+        raise ConfigError(f"{checkpoint} exists; pass --resume to continue that run or choose another --out")
+    if args.resume and not checkpoint.exists():
+        raise ConfigError(f"--resume: no checkpoint in {out}")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ..prepared import prepare_data
+    from ..train import EpochResult, Trainer, fit
+
+    data = prepare_data(config, with_test=True, progress=not args.no_progress)
+    writer = SummaryWriter(str(out / "tensorboard"))
+
+    def log_and_save(result: EpochResult, trainer: Trainer) -> None:
+        for name, value in result.flat().items():
+            if name not in ("epoch", "seconds"):
+                writer.add_scalar(name, value, result.epoch)
+        writer.flush()
+        trainer.save(out)
+
+    result = fit(config, data=data, callbacks=[log_and_save], resume_from=checkpoint if args.resume else None,
+                 progress=not args.no_progress)
+    for name, value in result.test_metrics.items():
+        writer.add_scalar(name, value, config.optim.epochs)
+    writer.close()
+    write_json_atomic(out / "metrics.json", {"test": result.test_metrics, "config": config.to_mapping(),
+                                             "history": [h.flat() for h in result.history], "data": data.fingerprint})
+    config.dump(out / "config.yaml", header=f"final training of {args.config}")
+    test = result.test_metrics
+    ks = ", ".join(f"R@{k} {100 * test[metric_name('test', f'recall@{k}')]:.1f}" for k in data.recall_ks)
+    print(f"test ({data.name}, {len(data.test)} images): {ks}, MAP@R {100 * test[metric_name('test', 'map@r')]:.1f}")
+    print(f"wrote {out / 'metrics.json'}, {checkpoint}, TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    return 0

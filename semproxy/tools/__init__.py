@@ -1,0 +1,1 @@
+"""Maintenance tools that are not part of a run: regenerating the shipped micro ViT weights."""
