@@ -22,8 +22,10 @@ def test_asha_accessors_read_ray_asha():
 
 
 def test_optuna_searcher_accessors_follow_a_trial():
-    searcher = build_searcher(lambda trial: trial.suggest_float("lr", 1e-3, 1e-1, log=True), name="tpe", seed=0,
-                              metric="m", mode="max", max_t=3, starts=None)
+    def space(trial) -> None:
+        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+
+    searcher = build_searcher(space, name="tpe", seed=0, metric="m", mode="max", max_t=3, starts=None)
     searcher.set_search_properties(None, None, {})
     config = searcher.suggest("t1")
     assert ray_compat.optuna_trial(searcher, "t1").params["lr"] == config["lr"]
