@@ -21,8 +21,8 @@ from typing import Any, Callable, Literal, Union
 
 from .errors import MAX_MESSAGE, ConfigError, first_line, one_line, short
 
-__all__ = ["first_line", "ConfigError", "knob", "fields_with_role", "validate", "unknown_key", "parse_scalar", "field_names", "coerce",
-           "read_yaml", "short", "one_line", "MAX_MESSAGE", "MAX_FILE_BYTES"]
+__all__ = ["first_line", "ConfigError", "knob", "fields_with_role", "validate", "unknown_key", "parse_scalar",
+           "field_names", "coerce", "read_yaml", "short", "one_line", "MAX_MESSAGE", "MAX_FILE_BYTES"]
 
 #: Largest YAML file read. A config or a search space is a few KB; anything near this is a mistake.
 MAX_FILE_BYTES = 1 << 20

@@ -26,7 +26,7 @@ import yaml
 
 from semproxy.cli import train as final
 from semproxy.config import Config
-from semproxy.search.space import CACHE_FIELDS
+from semproxy.search.space import CACHE_FIELDS, read_space_document
 from tune import main as tune_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,7 +122,8 @@ def with_raw(document: dict, path: tuple, raw: str) -> bytes:
 
 
 def load_space_doc(rng: random.Random) -> dict:
-    return yaml.safe_load(rng.choice(SPACES).read_text())
+    """A shipped space as one self-contained mapping (what it ``extends`` merged in)."""
+    return read_space_document(rng.choice(SPACES))
 
 
 def load_config_doc() -> dict:

@@ -29,11 +29,13 @@ def _sample(space, n, sampler):
 
 def test_every_shipped_space_loads():
     names = sorted(p.name for p in SPACES.glob("*.yaml"))
-    assert names == ["adapter.yaml", "bitfit.yaml", "full.yaml", "linear.yaml", "peft_compare.yaml", "vpt.yaml",
-                     "vptsp.yaml"]
-    for name in names:
-        space = load_space(SPACES / name)
+    assert names == ["adapter.yaml", "bitfit.yaml", "full.yaml", "global.yaml", "linear.yaml", "peft_compare.yaml",
+                     "vpt.yaml", "vptsp.yaml"]
+    spaces = {name: load_space(SPACES / name) for name in names}
+    for space in spaces.values():
         pickle.loads(pickle.dumps(space.define_by_run()))  # the searcher is pickled by Tune
+    shared = [p.name for p in spaces["global.yaml"].params]  # every method's space extends the global group
+    assert all([p.name for p in space.params][:len(shared)] == shared for space in spaces.values())
 
 
 PAPER = {  # method.md section 5 (Table 9)
@@ -184,3 +186,28 @@ def test_a_step_as_wide_as_the_range_is_accepted(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("params:\n  lr: {quniform: [0.1, 0.3, 0.2]}\n  num_prompts: {qrandint: [1, 5, 4]}\n")
     assert [p.args for p in load_space(path).params] == [(0.1, 0.3, 0.2), (1, 5, 4)]  # 0.3 - 0.1 < 0.2 in floats
+
+
+def test_a_space_extends_another_its_params_after_the_bases_and_overriding_in_place(tmp_path):
+    (tmp_path / "base.yaml").write_text("params:\n  optimizer: {choice: [sgd, adam]}\n  lr: {choice: [0.1, 0.01]}\n"
+                                        "search:\n  num_samples: 5\n  max_epochs: 7\nstarts:\n  - {optimizer: sgd, lr: 0.1}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nparams:\n  method: vpt\n  lr: {choice: [0.1, 0.001]}\n"
+                                         "search:\n  num_samples: 9\n")
+    space = load_space(tmp_path / "child.yaml")
+    assert [(p.name, p.args) for p in space.params] == [("optimizer", ("sgd", "adam")), ("lr", (0.1, 0.001)),
+                                                         ("method", ("vpt",))]
+    assert space.search == {"num_samples": 9, "max_epochs": 7} and space.starts == ({"optimizer": "sgd", "lr": 0.1},)
+
+
+@pytest.mark.parametrize("base,child,message", [
+    ("params:\n  lr: {choice: [oops]}\n", "extends: base.yaml\nparams:\n  method: vpt\n", "base.yaml: key 'lr'"),
+    ("extends: child.yaml\nparams:\n  lr: 0.1\n", "extends: base.yaml\nparams:\n  method: vpt\n", "makes a cycle"),
+    (None, "extends: missing.yaml\nparams:\n  method: vpt\n", "missing.yaml: cannot read search space"),
+    ("params:\n  lr: 0.1\n", "extends: [1, 2]\nparams:\n  method: vpt\n", "'extends' must be a file name"),
+])
+def test_a_bad_base_space_is_a_one_line_error_naming_the_file_at_fault(tmp_path, base, child, message):
+    if base is not None:
+        (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "child.yaml").write_text(child)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_space(tmp_path / "child.yaml")

@@ -17,21 +17,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .record import SearchRecord
+from .space import distribution
 from .results import format_value, read_trials, search_progress
 
 __all__ = ["write_report", "report_study", "asha_rungs"]
-
-
-def _distribution(spec: dict):
-    import optuna.distributions as d
-
-    kind, args = spec["kind"], spec["args"]
-    if kind in ("fixed", "choice"):
-        return d.CategoricalDistribution(list(args))
-    if kind in ("uniform", "loguniform", "quniform"):
-        return d.FloatDistribution(args[0], args[1], log=kind == "loguniform",
-                                   step=args[2] if kind == "quniform" else None)
-    return d.IntDistribution(args[0], args[1], step=args[2] if len(args) == 3 else 1)
 
 
 def _trial_number(row) -> int:
@@ -50,7 +39,7 @@ def report_study(rows, curves: dict[str, dict[int, float]], specs: list[dict]):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {spec["name"]: _distribution(spec) for spec in specs}
+    distributions = {spec["name"]: distribution(spec["kind"], spec["args"]) for spec in specs}
     study = optuna.create_study(direction="maximize")
     for row in sorted(rows, key=_trial_number):  # in the order the trials were created: a history
         curve = curves.get(row.trial_id)

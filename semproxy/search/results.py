@@ -25,8 +25,8 @@ from .record import RECORD_FILE, SearchRecord
 __all__ = ["TrialRow", "ExperimentState", "read_experiment_state", "read_trials", "best_trial",
            "export_best", "format_table", "format_value", "search_progress"]
 
-FINISHED = ("TERMINATED", "ERROR")
-TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_\d+_")  # <trainable>_<trial id>_<number>_<params>  # Tune's statuses of a trial that will not run again
+FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
+TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_\d+_")  # <trainable>_<trial id>_<number>_<params>
 
 
 @dataclass

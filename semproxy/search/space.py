@@ -16,6 +16,7 @@ A space file::
       scheduler: asha
     starts:                                   # optional points evaluated first
       - {optimizer: sgd, lr: 0.005}
+    extends: global.yaml                      # optional: a space whose params, search and starts come first
 
 Distributions: ``choice``, ``uniform``, ``loguniform``, ``quniform`` [low, high, q], ``randint``
 and ``qrandint`` [low, high(, q)] with inclusive bounds. ``when`` maps earlier parameters to a value
@@ -32,19 +33,23 @@ import typing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
+
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
 
 from ..config import CACHE, Config, ConfigError
 from ..typed_config import coerce, read_yaml, short, unknown_key
 from .settings import check_values
 
-__all__ = ["ParamSpec", "SearchSpace", "load_space", "sample_params", "fit_batches_to_classes", "CACHE_FIELDS"]
+__all__ = ["ParamSpec", "SearchSpace", "load_space", "read_space_document", "distribution", "suggest", "sample_params",
+           "fit_batches_to_classes", "CACHE_FIELDS"]
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "quniform", "randint", "qrandint")
 # How many numbers each numeric distribution takes: [low, high] or [low, high, step].
 ARITY = {"uniform": (2,), "loguniform": (2,), "quniform": (3,), "randint": (2, 3), "qrandint": (3,)}
 INTEGER_KINDS = ("randint", "qrandint")
-TOP_KEYS = ("params", "search", "starts")
+TOP_KEYS = ("extends", "params", "search", "starts")
 # Fields that decide the shared image cache: fixed in a space is fine, sampled is not.
 CACHE_FIELDS = Config.fields_with(CACHE)
 
@@ -148,6 +153,24 @@ def fit_batches_to_classes(space: SearchSpace, base: Config, num_classes: int) -
     return SearchSpace(space.path, tuple(params), space.search, starts), notes
 
 
+def distribution(kind: str, args: Sequence) -> BaseDistribution:
+    """The Optuna distribution of a parameter written as ``{kind: args}`` (a fixed value: one choice)."""
+    if kind in ("fixed", "choice"):
+        return CategoricalDistribution(list(args))
+    if kind in ("uniform", "loguniform", "quniform"):
+        step = args[2] if kind == "quniform" else None
+        return FloatDistribution(args[0], args[1], log=kind == "loguniform", step=step)
+    return IntDistribution(args[0], args[1], step=args[2] if len(args) == 3 else 1)
+
+
+def suggest(trial, name: str, dist: BaseDistribution) -> Any:
+    """Ask an Optuna trial for ``name`` from ``dist`` through the public ``suggest_*`` API."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    ask = trial.suggest_float if isinstance(dist, FloatDistribution) else trial.suggest_int
+    return ask(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
 def sample_params(trial, specs: tuple[ParamSpec, ...], fixed: dict[str, Any]) -> dict[str, Any]:
     """Optuna define-by-run: sample each active parameter in file order; returns the fixed ones."""
     values = dict(fixed)
@@ -157,15 +180,8 @@ def sample_params(trial, specs: tuple[ParamSpec, ...], fixed: dict[str, Any]) ->
             continue
         if spec.kind == "fixed":
             values[spec.name] = constants[spec.name] = spec.args[0]
-        elif spec.kind == "choice":
-            values[spec.name] = trial.suggest_categorical(spec.name, list(spec.args))
-        elif spec.kind in ("uniform", "loguniform", "quniform"):
-            step = spec.args[2] if spec.kind == "quniform" else None
-            values[spec.name] = trial.suggest_float(spec.name, spec.args[0], spec.args[1], step=step,
-                                                    log=spec.kind == "loguniform")
         else:
-            step = spec.args[2] if len(spec.args) == 3 else 1
-            values[spec.name] = trial.suggest_int(spec.name, spec.args[0], spec.args[1], step=step)
+            values[spec.name] = suggest(trial, spec.name, distribution(spec.kind, spec.args))
     return constants
 
 
@@ -281,9 +297,14 @@ def _parse_spec(where: str, name: str, raw: Any, types: dict, earlier: dict[str,
     return ParamSpec(name, kind, args, _parse_when(where, name, when_raw, types, earlier))
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file; every problem is a one-line ConfigError naming file and key."""
-    path = Path(path)
+def read_space_document(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A space file's mapping with what it ``extends`` merged in (its base's keys first).
+
+    ``extends: FILE`` (a path relative to the file, or a list of them) takes the base's params, its
+    ``search:`` values and its starts; the file's own params come after the base's, and a param it
+    gives again replaces the base's in place. Each base is validated on its own first, so an error
+    in it names it.
+    """
     where = str(path)
     raw = read_yaml(path, "search space")
     if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
@@ -291,6 +312,34 @@ def load_space(path: str | Path) -> SearchSpace:
     for key in raw:
         if key not in TOP_KEYS:
             raise unknown_key(key, list(TOP_KEYS), where)
+    bases = raw.pop("extends", None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{where}: 'extends' must be a file name or a list of them, got {short(bases)}")
+    merged: dict[str, Any] = {"params": {}, "search": {}, "starts": []}
+    for name in bases:
+        base = (path.parent / name).resolve()
+        if base in chain or base == path.resolve() or len(chain) > 8:
+            raise ConfigError(f"{where}: 'extends: {name}' makes a cycle of spaces")
+        load_space(base, _chain=(*chain, path.resolve()))  # validated on its own: its errors name it
+        inherited = read_space_document(base, (*chain, path.resolve()))
+        merged = {"params": {**merged["params"], **inherited["params"]},
+                  "search": {**merged["search"], **(inherited.get("search") or {})},
+                  "starts": merged["starts"] + list(inherited.get("starts") or [])}
+    if not bases:
+        return raw
+    own_search, own_starts = raw.get("search"), raw.get("starts")
+    if not all(isinstance(v, t) for v, t in ((own_search or {}, dict), (own_starts or [], list))):
+        return raw  # malformed: reported by load_space with this file's name
+    return {"params": {**merged["params"], **raw["params"]}, "search": {**merged["search"], **(own_search or {})},
+            "starts": merged["starts"] + list(own_starts or [])}
+
+
+def load_space(path: str | Path, *, _chain: tuple[Path, ...] = ()) -> SearchSpace:
+    """Read and validate a search-space file; every problem is a one-line ConfigError naming file and key."""
+    path = Path(path)
+    where = str(path)
+    raw = read_space_document(path, _chain)
     types = _field_types()
     specs: list[ParamSpec] = []
     for name, spec_raw in raw["params"].items():
