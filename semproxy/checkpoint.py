@@ -8,13 +8,12 @@ a temporary file and renamed into place, and read with ``torch.load(weights_only
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import replacing
 from .config import RUNTIME, Config
 from .errors import CheckpointError, first_line
 from .models import PromptedViT
@@ -63,14 +62,11 @@ def restore_trained(model: PromptedViT, payload: dict[str, Any], *, where: str) 
 
 
 def save_checkpoint(directory: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``directory/checkpoint.pt`` atomically."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=directory)
-    os.close(handle)
-    torch.save({"format": FORMAT_VERSION, **payload}, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
-    return directory / CHECKPOINT_FILE
+    """Write ``payload`` to ``directory/checkpoint.pt`` atomically (a kill or full disk keeps the last one)."""
+    path = Path(directory) / CHECKPOINT_FILE
+    with replacing(path) as tmp:
+        torch.save({"format": FORMAT_VERSION, **payload}, tmp)
+    return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

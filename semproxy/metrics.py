@@ -166,6 +166,40 @@ def _positives_per_query(query_labels: np.ndarray, gallery_labels: np.ndarray, l
     return r - 1 if leave_one_out else r
 
 
+def _retrieval_sets(embeddings: ArrayLike, labels: ArrayLike, query_embeddings: ArrayLike | None,
+                    query_labels: ArrayLike | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Normalised gallery, its labels, the queries (None: leave-one-out) and their labels, checked."""
+    gallery = normalise(embeddings)
+    if len(gallery) == 0:
+        raise ValueError("the gallery is empty")
+    g_labels = _labels(labels, len(gallery), "labels")
+    if query_embeddings is None:
+        return gallery, g_labels, None, g_labels
+    queries = normalise(query_embeddings)
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"query width {queries.shape[1]} != gallery width {gallery.shape[1]}")
+    return gallery, g_labels, queries, _labels(query_labels, len(queries), "query_labels")
+
+
+def _rank_sums(same: np.ndarray, r: np.ndarray, n: np.ndarray, k: int) -> np.ndarray:
+    """P@1, AP@R, the paper's AP (window n) and R-precision, summed over the queries with R > 0.
+
+    ``same`` is the (chunk, k) relevance of each query's neighbours; prefix sums over ranks give
+    every windowed metric at once (R <= k always; the paper's window R + 1 may exceed k).
+    """
+    has_pos = r > 0
+    if not has_pos.any():
+        return np.zeros(4)
+    r, n = r[has_pos], n[has_pos]
+    window = np.minimum(n, k)
+    same = same[has_pos, : int(window.max())]
+    cum = np.cumsum(same, axis=1, dtype=np.float64)                              # sum_{j<=i} rel_j
+    prec_cum = np.cumsum(cum * same / np.arange(1, same.shape[1] + 1), axis=1)  # sum_{j<=i} P@j * rel_j
+    rows = np.arange(len(r))
+    return np.array([same[:, 0].sum(), (prec_cum[rows, r - 1] / r).sum(), (prec_cum[rows, window - 1] / n).sum(),
+                     (cum[rows, r - 1] / r).sum()], dtype=np.float64)
+
+
 def retrieval_metrics(
     embeddings: ArrayLike,
     labels: ArrayLike,
@@ -195,17 +229,7 @@ def retrieval_metrics(
     if not recall_ks or min(recall_ks) < 1:
         raise ValueError(f"recall_ks must be positive integers, got {recall_ks}")
     leave_one_out = query_embeddings is None
-    gallery = normalise(embeddings)
-    if len(gallery) == 0:
-        raise ValueError("the gallery is empty")
-    g_labels = _labels(labels, len(gallery), "labels")
-    if leave_one_out:
-        queries, q_labels = None, g_labels
-    else:
-        queries = normalise(query_embeddings)  # type: ignore[arg-type]
-        q_labels = _labels(query_labels, len(queries), "query_labels")  # type: ignore[arg-type]
-        if queries.shape[1] != gallery.shape[1]:
-            raise ValueError(f"query width {queries.shape[1]} != gallery width {gallery.shape[1]}")
+    gallery, g_labels, queries, q_labels = _retrieval_sets(embeddings, labels, query_embeddings, query_labels)
     r_all = _positives_per_query(q_labels, g_labels, leave_one_out)
     n_all = r_all + int(leave_one_out)  # the paper's n: R, plus the query when it is in the gallery
     available = len(gallery) - int(leave_one_out)
@@ -215,28 +239,15 @@ def retrieval_metrics(
     no_hit = max(recall_ks)
 
     hits = {kk: 0 for kk in recall_ks}
-    p1 = ap = ap_paper = r_prec = 0.0
+    sums = np.zeros(4)  # P@1, AP@R, the paper's AP, R-precision, summed over queries with R > 0
     for start, _, idx in _iter_knn(gallery, queries, k, chunk_size, use_gpu):
-        labels_q = q_labels[start:start + len(idx)]
-        same = g_labels[idx] == labels_q[:, None]                           # (chunk, k) rel_i
+        stop = start + len(idx)
+        same = g_labels[idx] == q_labels[start:stop, None]                    # (chunk, k) rel_i
         first_hit = np.where(same.any(axis=1), same.argmax(axis=1), no_hit)  # 0-based rank of first positive
         for kk in recall_ks:
             hits[kk] += int((first_hit < kk).sum())
-        r = r_all[start:start + len(idx)]
-        has_pos = r > 0
-        if not has_pos.any():
-            continue
-        # Prefix sums over ranks; R <= k always, while the paper's window R + 1 may exceed k.
-        r, n = r[has_pos], n_all[start:start + len(idx)][has_pos]
-        window = np.minimum(n, k)
-        same = same[has_pos, : int(window.max())]
-        cum = np.cumsum(same, axis=1, dtype=np.float64)                    # sum_{j<=i} rel_j
-        prec_cum = np.cumsum(cum * same / np.arange(1, same.shape[1] + 1), axis=1)  # sum_{j<=i} P@j * rel_j
-        rows = np.arange(len(r))
-        p1 += float(same[:, 0].sum())
-        ap += float((prec_cum[rows, r - 1] / r).sum())
-        ap_paper += float((prec_cum[rows, window - 1] / n).sum())
-        r_prec += float((cum[rows, r - 1] / r).sum())
+        sums += _rank_sums(same, r_all[start:stop], n_all[start:stop], k)
+    p1, ap, ap_paper, r_prec = sums.tolist()
 
     n_total, n_pos = len(q_labels), int((r_all > 0).sum())
     out = {f"recall@{kk}": hits[kk] / n_total if n_total else float("nan") for kk in recall_ks}

@@ -13,11 +13,14 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import difflib
-import functools
 import math
 import typing
 from dataclasses import field
 from typing import Any, Callable, Literal, Union
+
+import yaml
+from yaml.composer import ComposerError
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from .errors import MAX_MESSAGE, ConfigError, first_line, one_line, short
 
@@ -140,84 +143,76 @@ def parse_scalar(text: str, where: str = "--set") -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=None)
-def _bounded_loader() -> type:
-    import yaml
-    from yaml.composer import ComposerError
-    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
-    MERGE = "tag:yaml.org,2002:merge"
 
-    class BoundedLoader(yaml.SafeLoader):
-        """yaml.SafeLoader within the MAX_YAML_* limits, refusing a key given twice in one mapping.
+def _refuse(condition: bool, problem: str, mark) -> None:
+    if condition:
+        raise ComposerError(None, None, problem, mark)
 
-        The limits hold while composing (nodes, aliases, nesting: the composer recurses) and over
-        the composed tree with every alias expanded (:meth:`check_tree`), before anything is
-        constructed: a billion-laughs alias tree is refused after at most MAX_YAML_NODES visits.
-        """
 
-        def __init__(self, stream: str) -> None:
-            super().__init__(stream)
-            self.depth = self.nodes = self.aliases = 0
+class BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader within the MAX_YAML_* limits, refusing a key given twice in one mapping.
 
-        def compose_node(self, parent, index):
-            mark = self.peek_event().start_mark
-            self.aliases += self.check_event(yaml.AliasEvent)
-            self.nodes += 1
-            self.depth += 1
-            try:
-                _refuse(self.aliases > MAX_YAML_ALIASES, f"more than {MAX_YAML_ALIASES} aliases", mark)
-                _refuse(self.nodes > MAX_YAML_NODES, f"more than {MAX_YAML_NODES} values", mark)
-                _refuse(self.depth > MAX_YAML_DEPTH, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
-                return super().compose_node(parent, index)
-            finally:
-                self.depth -= 1
+    The limits hold while composing (nodes, aliases, nesting: the composer recurses) and over
+    the composed tree with every alias expanded (:meth:`check_tree`), before anything is
+    constructed: a billion-laughs alias tree is refused after at most MAX_YAML_NODES visits.
+    """
 
-        def check_tree(self, root) -> None:
-            """Walk the tree as construction would (aliases expanded): bound its size, depth and
-            values, and check each mapping's keys (single values, none given twice)."""
-            stack, visits, checked = [(root, 1)], 0, set()
-            while stack:
-                node, depth = stack.pop()
-                visits += 1
-                _refuse(visits > MAX_YAML_NODES, f"aliases expand to more than {MAX_YAML_NODES} values",
-                        node.start_mark)
-                _refuse(depth > MAX_YAML_DEPTH, f"nested deeper than {MAX_YAML_DEPTH} levels", node.start_mark)
-                if isinstance(node, ScalarNode):
-                    _refuse(len(node.value) > MAX_YAML_SCALAR,
-                            f"a value longer than {MAX_YAML_SCALAR} characters", node.start_mark)
-                    continue
-                if isinstance(node, MappingNode) and id(node) not in checked:
-                    checked.add(id(node))
-                    self.check_keys(node)
-                children = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
-                stack.extend((child, depth + 1) for child in children)
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = self.nodes = self.aliases = 0
 
-        @staticmethod
-        def check_keys(node) -> None:
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == MERGE:  # `<<: *base`: merged keys may be overridden here
-                    continue
-                _refuse(not isinstance(key_node, ScalarNode), "a mapping key must be a single value, "
-                        f"not a {'list' if isinstance(key_node, SequenceNode) else 'mapping'}", key_node.start_mark)
-                key = (key_node.tag, key_node.value)
-                _refuse(key in seen, f"key {short(key_node.value)} given twice", key_node.start_mark)
-                seen.add(key)
+    def compose_node(self, parent, index):
+        mark = self.peek_event().start_mark
+        self.aliases += self.check_event(yaml.AliasEvent)
+        self.nodes += 1
+        self.depth += 1
+        try:
+            _refuse(self.aliases > MAX_YAML_ALIASES, f"more than {MAX_YAML_ALIASES} aliases", mark)
+            _refuse(self.nodes > MAX_YAML_NODES, f"more than {MAX_YAML_NODES} values", mark)
+            _refuse(self.depth > MAX_YAML_DEPTH, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
-    def _refuse(condition: bool, problem: str, mark) -> None:
-        if condition:
-            raise ComposerError(None, None, problem, mark)
+    def check_tree(self, root) -> None:
+        """Walk the tree as construction would (aliases expanded): bound its size, depth and
+        values, and check each mapping's keys (single values, none given twice)."""
+        stack, visits, checked = [(root, 1)], 0, set()
+        while stack:
+            node, depth = stack.pop()
+            visits += 1
+            _refuse(visits > MAX_YAML_NODES, f"aliases expand to more than {MAX_YAML_NODES} values",
+                    node.start_mark)
+            _refuse(depth > MAX_YAML_DEPTH, f"nested deeper than {MAX_YAML_DEPTH} levels", node.start_mark)
+            if isinstance(node, ScalarNode):
+                _refuse(len(node.value) > MAX_YAML_SCALAR,
+                        f"a value longer than {MAX_YAML_SCALAR} characters", node.start_mark)
+                continue
+            if isinstance(node, MappingNode) and id(node) not in checked:
+                checked.add(id(node))
+                self.check_keys(node)
+            children = node.value if isinstance(node, SequenceNode) else [n for pair in node.value for n in pair]
+            stack.extend((child, depth + 1) for child in children)
 
-    return BoundedLoader
+    @staticmethod
+    def check_keys(node) -> None:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base`: merged keys may be overridden here
+                continue
+            _refuse(not isinstance(key_node, ScalarNode), "a mapping key must be a single value, "
+                    f"not a {'list' if isinstance(key_node, SequenceNode) else 'mapping'}", key_node.start_mark)
+            key = (key_node.tag, key_node.value)
+            _refuse(key in seen, f"key {short(key_node.value)} given twice", key_node.start_mark)
+            seen.add(key)
 
 
 def _load_yaml(text: str, where: str) -> Any:
-    """Parse one YAML document with :func:`_bounded_loader`; any problem is a one-line ConfigError."""
-    import yaml
-
+    """Parse one YAML document with :class:`BoundedLoader`; any problem is a one-line ConfigError."""
     try:
-        loader = _bounded_loader()(text)  # the reader refuses control characters here
+        loader = BoundedLoader(text)  # the reader refuses control characters here
         try:
             node = loader.get_single_node()
             if node is None:
