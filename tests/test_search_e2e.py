@@ -12,6 +12,7 @@ import pytest
 
 from conftest import fill_disk
 from semproxy.cli.train import main as final_main
+from semproxy.search.record import SearchRecord
 from semproxy.search.results import read_trials
 from tune import main as tune_main
 
@@ -106,6 +107,17 @@ def test_fractional_gpus_run_four_trials_at_once(ray_session, space, tmp_path, c
                       progress["timestamp"].iloc[-1]))
     assert len(spans) == 4
     assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four overlapped
+
+
+def test_the_median_rule_and_random_search_run_a_search(ray_session, space, tmp_path, capsys):
+    args = _common(tmp_path, space, "median") + ["--num-samples", "4", "--max-epochs", "3", "--grace-period", "1",
+                                                 "--scheduler", "median", "--searcher", "random"]
+    assert tune_main(args) == 0
+    assert "4 trials x up to 3 epochs, 4 at a time, median on val_map_at_r" in capsys.readouterr().out
+    rows = read_trials(tmp_path / "runs" / "median")
+    assert len(rows) == 4 and all(r.status == "TERMINATED" for r in rows)
+    record = SearchRecord.read(tmp_path / "runs" / "median")
+    assert (record.settings["scheduler"], record.settings["searcher"]) == ("median", "random")
 
 
 def test_gpu_request_beyond_the_cluster_is_refused(ray_session, space, tmp_path, capsys):
