@@ -111,9 +111,10 @@ def test_fractional_gpus_run_four_trials_at_once(ray_session, space, tmp_path, c
 
 def test_the_median_rule_and_random_search_run_a_search(ray_session, space, tmp_path, capsys):
     args = _common(tmp_path, space, "median") + ["--num-samples", "4", "--max-epochs", "3", "--grace-period", "1",
-                                                 "--scheduler", "median", "--searcher", "random"]
+                                                 "--scheduler", "median", "--searcher", "random",
+                                                 "--max-concurrent", "2"]
     assert tune_main(args) == 0
-    assert "4 trials x up to 3 epochs, 4 at a time, median on val_map_at_r" in capsys.readouterr().out
+    assert "4 trials x up to 3 epochs, 2 at a time, median on val_map_at_r" in capsys.readouterr().out
     rows = read_trials(tmp_path / "runs" / "median")
     assert len(rows) == 4 and all(r.status == "TERMINATED" for r in rows)
     record = SearchRecord.read(tmp_path / "runs" / "median")
