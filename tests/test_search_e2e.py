@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from ray.tune.search.optuna import OptunaSearch
 
 from conftest import fill_disk
 from semproxy.cli.train import main as final_main
+from semproxy.search.ray_compat import optuna_study
 from semproxy.search.record import SearchRecord
 from semproxy.search.results import read_trials
 from tune import main as tune_main
@@ -70,10 +71,12 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     stopped = [r for r in rows if r.epochs < 4]
     assert stopped, "ASHA stopped no trial"
     # Optuna saw those as PRUNED, the others as COMPLETE
-    state = pickle.loads(Path(sorted(glob.glob(str(run / "searcher-state-*.pkl")))[-1]).read_bytes())
-    states = sorted(t.state.name for t in state["_ot_study"].trials)
+    searcher = OptunaSearch()  # the run's searcher as Tune saved it, through the searcher's own restore
+    searcher.restore(sorted(glob.glob(str(run / "searcher-state-*.pkl")))[-1])
+    study = optuna_study(searcher)
+    states = sorted(t.state.name for t in study.trials)
     assert states.count("PRUNED") == len(stopped) and states.count("COMPLETE") == 6 - len(stopped)
-    pruned = [t for t in state["_ot_study"].trials if t.state.name == "PRUNED"]
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     # each knows the epoch it was stopped at
     assert sorted(max(t.intermediate_values) for t in pruned) == sorted(r.epochs for r in stopped)
     # TensorBoard: validation MAP@R for every trial, hyperparameters for the hparams view
