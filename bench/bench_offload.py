@@ -24,9 +24,9 @@ import torch
 from _tables import RESULTS, publish
 from bench_step import median, setup, sync
 from semproxy.config import Config
-from semproxy.losses import ProxyAnchorLoss
-from semproxy.models import BatchClasses, build_model
-from semproxy.optim import build_optimizers
+from semproxy.data import BatchClasses
+from semproxy.data.loader import TrainBatch
+from semproxy.train import Trainer
 
 SOP = {"backbone": "vit_small_patch16_224", "pretrained": False, "method": "vptsp_gru", "class_prompts": 5,
        "class_prompt_depth": 12, "class_prompt_step": 0}
@@ -39,10 +39,10 @@ def _bytes(tensors) -> int:
 def resident(num_classes: int, offload: bool, device: torch.device, batch_classes: int) -> dict:
     """Bytes on ``device`` after the move: class-prompt tables, the rest, one batch's gathered rows."""
     cfg = Config().replace({**SOP, "offload_class_prompts": offload})
-    model = build_model(cfg.model, num_classes).to(device).train()
-    bank = model.semantic.bank
+    trainer = Trainer(cfg, None, device, num_classes=num_classes)
+    bank = trainer.model.semantic.bank
     tables = {id(t) for t in bank.tables()}
-    on_device = [t for t in [*model.parameters(), *model.buffers()] if t.device == device]
+    on_device = [t for t in [*trainer.model.parameters(), *trainer.model.buffers()] if t.device == device]
     rows = bank.gather(torch.arange(batch_classes), device)
     out = {"classes": num_classes, "offload": offload,
            "tables": _bytes(t for t in on_device if id(t) in tables),
@@ -50,19 +50,17 @@ def resident(num_classes: int, offload: bool, device: torch.device, batch_classe
            "host_tables": _bytes(t for t in bank.tables() if t.device.type == "cpu"),
            "gathered": _bytes(r for r in rows if r is not None), "cuda_step_peak": None}
     if device.type == "cuda":
-        out["cuda_step_peak"] = cuda_step_peak(model, cfg, batch_classes)
+        out["cuda_step_peak"] = cuda_step_peak(trainer, batch_classes)
     return out
 
 
-def cuda_step_peak(model, cfg: Config, batch_classes: int) -> int:
-    """CUDA's peak allocation over one SOP-shaped training step (batch 32, one image per class)."""
-    optimizers = build_optimizers(model, cfg.optim)
-    labels = torch.randperm(model.num_classes)[:batch_classes]
+def cuda_step_peak(trainer: Trainer, batch_classes: int) -> int:
+    """CUDA's peak allocation over one SOP-shaped ``trainer.step`` (batch 32, one image per class)."""
+    labels = torch.randperm(trainer.model.num_classes)[:batch_classes]
     images = torch.randn(batch_classes, 3, 224, 224, device="cuda")
+    batch = TrainBatch(images, labels.cuda(), BatchClasses.from_labels(labels).to("cuda"))
     torch.cuda.reset_peak_memory_stats()
-    out = model.forward_train(images, labels.cuda(), BatchClasses.from_labels(labels).to("cuda"))
-    ProxyAnchorLoss()(out.embeddings, labels.cuda(), out.proxies).loss.backward()
-    optimizers.step()
+    trainer.step(batch)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated()
 
@@ -70,9 +68,9 @@ def cuda_step_peak(model, cfg: Config, batch_classes: int) -> int:
 def step_times(offload: bool, device: torch.device, steps: int) -> tuple[float, float]:
     """Median training step and median bank work (gather + row update) at CUB's size, in seconds."""
     sop = {k: v for k, v in SOP.items() if k not in ("backbone", "pretrained", "method")}
-    _, model, optimizers, step, _ = setup("vptsp_gru", 64, device.type, offload_class_prompts=offload, **sop)
+    trainer, step, _ = setup("vptsp_gru", 64, device.type, offload_class_prompts=offload, **sop)
     step_seconds = [step()[0] for _ in range(steps + 1)][1:]  # the first step warms up
-    bank, generator = model.semantic.bank, torch.Generator().manual_seed(0)
+    bank, generator = trainer.model.semantic.bank, torch.Generator().manual_seed(0)
     bank_seconds = []
     for _ in range(20):  # the bank's own work, with gradients in place
         classes = torch.randperm(100, generator=generator)[:32].sort().values
@@ -82,7 +80,7 @@ def step_times(offload: bool, device: torch.device, steps: int) -> tuple[float, 
         for row in rows:
             if row is not None:
                 row.grad = torch.ones_like(row)
-        optimizers.bank.step()
+        trainer.optimizers.bank.step()
         sync(device)
         bank_seconds.append(time.perf_counter() - start)
     return median(step_seconds), median(bank_seconds)

@@ -2,8 +2,9 @@
 
 Each (method, batch) runs in its own process (so peak memory is that configuration's own): ViT-S/16
 with random weights at 224 px, 100 classes, 2 samples per class, one full training step as the
-trainer runs it (forward, semantic-proxy pass where the method has one with the class grouping built
-on the host, Proxy-Anchor, backward, optimiser steps). Prints a table with each method's time
+trainer runs it: ``Trainer.step`` (forward, semantic-proxy pass where the method has one with the
+class grouping built on the host, Proxy-Anchor, backward, clipping when configured, optimiser
+steps; mixed precision on a GPU as the config's ``amp`` says). Prints a table with each method's time
 relative to vpt and the share of the step spent in the GRU/EMA accumulator, then a before/after
 table for vpt and vptsp_gru with glibc's default malloc (before ``keep_freed_host_memory``), and
 writes bench/results/step.md.
@@ -29,65 +30,72 @@ METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru
 
 
 BEFORE_AFTER = ("vpt", "vptsp_gru")
+AMP_NOTE = ", mixed precision as in training"
 
 
 def setup(method: str, batch: int, device_name: str, keep_memory: bool = True, **overrides):
-    """One configuration's model, optimisers and a function running one timed training step of it.
+    """One configuration's trainer and a function timing one ``trainer.step`` of it.
 
-    ViT-S/16 with random weights, 100 classes, batches of 2 images per class; ``overrides`` are
-    further config fields. Returns (device, model, optimizers, step, accumulate_seconds).
+    ViT-S/16 with random weights (seed 0), 100 classes, batches of 2 images per class; ``overrides``
+    are further config fields. Returns (trainer, step, accumulate_seconds): ``step()`` gives the
+    seconds and page faults of one step, ``accumulate_seconds`` collects the accumulator's share.
     """
     import torch
 
     from semproxy.config import Config
     from semproxy.host_memory import keep_freed_host_memory
-    from semproxy.losses import ProxyAnchorLoss
-    from semproxy.models import BatchClasses, build_model
-    from semproxy.optim import build_optimizers
+    from semproxy.train import Trainer
 
     device = torch.device(device_name)
-    if keep_memory and device.type == "cpu":  # as the trainer does
+    if keep_memory and device.type == "cpu":  # as a training run does (semproxy.train.begin_run)
         keep_freed_host_memory()
     cfg = Config().replace({"backbone": "vit_small_patch16_224", "pretrained": False, "method": method,
                             "adapter_layers": 7, "adapter_dim": 256, "batch_size": batch, **overrides})
     torch.manual_seed(0)
-    model = build_model(cfg.model, 100).to(device).train()
-    optimizers = build_optimizers(model, cfg.optim)
-    loss_fn = ProxyAnchorLoss()
-    accumulate_seconds = []
-    if model.semantic is not None:  # time the accumulator inside the real step
-        original = model.semantic.accumulate
-
-        def timed(*args, **kwargs):
-            sync(device)
-            start = time.perf_counter()
-            out = original(*args, **kwargs)
-            sync(device)
-            accumulate_seconds.append(time.perf_counter() - start)
-            return out
-
-        model.semantic.accumulate = timed
+    trainer = Trainer(cfg, None, device, num_classes=100)
+    accumulate_seconds = _time_accumulator(trainer.model, device) if trainer.model.semantic is not None else []
     generator = torch.Generator().manual_seed(0)
 
     def step() -> tuple[float, int]:
         """Seconds and page faults of one training step, as the trainer runs it."""
-        classes = torch.randperm(100, generator=generator)[: batch // 2]
-        host_labels = classes.repeat_interleave(2)
-        groups = BatchClasses.from_labels(host_labels).to(device)  # the loader builds it on the host
-        labels = host_labels.to(device)
-        images = torch.randn(batch, 3, 224, 224, generator=generator).to(device)
+        train_batch = random_batch(batch, 100, generator, device)
         sync(device)
         faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
-        out = model.forward_train(images, labels, groups)
-        loss = loss_fn(out.embeddings, labels, out.proxies).loss
-        optimizers.zero_grad()
-        loss.backward()
-        optimizers.step()
+        trainer.step(train_batch)
         sync(device)
         return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
 
-    return device, model, optimizers, step, accumulate_seconds
+    return trainer, step, accumulate_seconds
+
+
+def random_batch(batch: int, num_classes: int, generator, device):
+    """A TrainBatch of random 224 px images, 2 per class, its grouping built on the host as the loader does."""
+    import torch
+
+    from semproxy.data import BatchClasses
+    from semproxy.data.loader import TrainBatch
+
+    classes = torch.randperm(num_classes, generator=generator)[: batch // 2]
+    labels = classes.repeat_interleave(2)
+    images = torch.randn(batch, 3, 224, 224, generator=generator)
+    return TrainBatch(images.to(device), labels.to(device), BatchClasses.from_labels(labels).to(device))
+
+
+def _time_accumulator(model, device) -> list[float]:
+    """Wrap the model's accumulator so that each call's seconds land in the returned list."""
+    seconds, original = [], model.semantic.accumulate
+
+    def timed(*args, **kwargs):
+        sync(device)
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    model.semantic.accumulate = timed
+    return seconds
 
 
 def median(values: list[float]) -> float:
@@ -98,7 +106,8 @@ def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: 
     """Median step time (s), accumulator time, page faults per step and peak memory of one configuration."""
     import torch
 
-    device, _, _, step, accumulate_seconds = setup(method, batch, device_name, keep_memory)
+    trainer, step, accumulate_seconds = setup(method, batch, device_name, keep_memory)
+    device = trainer.device
     runs = [step() for _ in range(steps + 1)][1:]  # the first step warms up
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -109,8 +118,8 @@ def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: 
 
 def measure_pair(batch: int, steps: int, device_name: str) -> dict:
     """vptsp_gru / vpt with their steps alternating in one process: the ratio least exposed to drift."""
-    vpt_step = setup("vpt", batch, device_name)[3]
-    sp_step = setup("vptsp_gru", batch, device_name)[3]
+    vpt_step = setup("vpt", batch, device_name)[1]
+    sp_step = setup("vptsp_gru", batch, device_name)[1]
     vpt_step(), sp_step()  # warm-up
     pairs = [(vpt_step()[0], sp_step()[0]) for _ in range(steps)]
     return {"batch": batch, "vpt_s": median([a for a, _ in pairs]), "vptsp_gru_s": median([b for _, b in pairs]),
@@ -166,7 +175,8 @@ def main() -> None:
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
     lines = [f"Training step of ViT-S/16 (random weights, 224 px, 100 classes, K=2), median of {args.steps} steps "
-             f"after a warm-up, on {args.device} ({machine}), torch {torch.__version__}.", "",
+             f"after a warm-up, on {args.device} ({machine}{AMP_NOTE if args.device.startswith('cuda') else ''}), "
+             f"torch {torch.__version__}.", "",
              "| method | " + " | ".join(f"B={b} step s | B={b} / vpt | B={b} peak MB" for b in args.batches)
              + " | accumulator share of the step |",
              "|---|" + "---:|---:|---:|" * len(args.batches) + "---:|"]

@@ -64,7 +64,9 @@ def evaluate(model: PromptedViT, data: PreparedData, split: Literal["val", "test
 def evaluate_checkpoint(path: str, overrides: Sequence[str] = (), *, progress: bool = True) -> dict[str, float]:
     """Test metrics of the model saved in ``path`` (runtime fields may be overridden, e.g. data_root).
 
-    The backbone is rebuilt from the checkpoint's config and checked against its weights hash.
+    The backbone is rebuilt from the checkpoint's config and checked against its weights hash. The
+    entry point of an evaluation run, as ``semproxy.train.fit`` is of a training run, it owns the
+    process's memory setting: on a CPU it keeps freed host memory for reuse (``semproxy.host_memory``).
     """
     payload = load_checkpoint(path)
     config = Config.from_mapping(payload["config"], where=f"{path} (config)").with_overrides(list(overrides))

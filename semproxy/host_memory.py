@@ -7,6 +7,10 @@ ViT-S prompt-tuning step on the 2-core machine of ``bench/RESULTS.md``. Raising 
 thresholds keeps freed blocks on malloc's heap for the next step to reuse (the effect of the
 jemalloc/tcmalloc preload that PyTorch's CPU tuning guide recommends, without a preload). The cost
 is that the process holds on to its peak working set, which a training process reuses anyway.
+
+Process-wide, so only the entry point of a run sets it: ``semproxy.train.begin_run`` (called by
+``fit``) for training and ``semproxy.evaluation.evaluate_checkpoint`` for evaluation, on a CPU.
+Library objects such as a ``Trainer`` leave it alone; a bench chooses for itself.
 """
 from __future__ import annotations
 

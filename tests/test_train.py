@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from semproxy import host_memory
 from semproxy.checkpoint import CheckpointError, load_checkpoint
 from semproxy.config import Config
 from semproxy.cli.evaluate import main as evaluate_main
@@ -34,6 +35,7 @@ def small_config(workdir: Path, **values) -> Config:
 def test_vptsp_gru_learns_on_synthetic_data(workdir):
     cfg = Config.load(EXPERIMENT).replace({"data_root": str(workdir / "demo"), "cache_dir": str(workdir / "cache")})
     data = prepare_data(cfg)
+    torch.manual_seed(cfg.optim.seed)  # the model fit() starts from (a Trainer draws from the caller's RNG)
     before = Trainer(cfg, data, torch.device("cpu"), progress=False).validate()["val_map_at_r"]
     result = fit(cfg, data=data, progress=False)
     after = result.history[-1].metrics["val_map_at_r"]
@@ -72,6 +74,20 @@ def test_resume_from_epoch_k_equals_never_stopping(workdir, method, optimizer):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_fit_seeds_its_run_and_keeps_freed_host_memory(workdir, monkeypatch):
+    """fit() owns what a Trainer leaves alone: the same config trains the same whatever the RNG was."""
+    calls = []
+    monkeypatch.setattr(host_memory, "_applied", None)
+    monkeypatch.setattr(host_memory, "_set_thresholds", lambda: calls.append("mallopt") or True)
+    cfg = small_config(workdir, epochs=1, seed=3)
+    data = prepare_data(cfg)
+    losses = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        losses.append([h.loss for h in fit(cfg, data=data, progress=False).history])
+    assert losses[0] == losses[1] and calls == ["mallopt"]  # set once per process
 
 
 def test_checkpoint_holds_only_what_is_trained(workdir):
@@ -174,6 +190,7 @@ def test_gradient_clipping_bounds_each_update(workdir):
     cfg = small_config(workdir, optimizer="sgd", lr=1.0, lr_proxy=1.0, momentum=0.0, weight_decay=0.0,
                        grad_clip=1e-3, epochs=1, gru_dropout=0.0, adapter_dropout=0.0)
     data = prepare_data(cfg)
+    torch.manual_seed(0)
     trainer = Trainer(cfg, data, torch.device("cpu"), progress=False)
     before = [p.detach().clone() for p in trainer.model.encoder_parameters() + trainer.model.proxy_parameters()]
     trainer.train_epoch()
@@ -181,6 +198,7 @@ def test_gradient_clipping_bounds_each_update(workdir):
     moved = torch.sqrt(sum(((a.detach() - b) ** 2).sum() for a, b in zip(after, before)))
     steps = len(trainer.loader)
     assert 0 < moved <= steps * 1e-3 * 1.0001  # each step's whole update is at most lr * clip
+    torch.manual_seed(0)  # the same start
     unclipped = Trainer(cfg.replace({"grad_clip": None}), data, torch.device("cpu"), progress=False)
     unclipped.train_epoch()
     free = torch.sqrt(sum(((a.detach() - b) ** 2).sum() for a, b in zip(

@@ -1,4 +1,4 @@
-"""Pretrain the micro ViT that the synthetic demo starts from: ``python -m semproxy.models.pretrain_micro``.
+"""Pretrain the micro ViT that the synthetic demo starts from: ``python -m semproxy.tools.pretrain_micro``.
 
 Parameter-efficient tuning presumes a pretrained backbone; a random one gives prompts nothing to
 steer. So the package ships ``vit_micro_patch8_32.synthetic``: the micro ViT fully trained with
@@ -13,26 +13,53 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..losses import ProxyAnchorLoss
 from ..models.backbone import MICRO_SYNTHETIC_WEIGHTS
+
+if TYPE_CHECKING:
+    from ..data import TrainLoader
 
 __all__ = ["pretrain_micro"]
 
 
 def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int = 0, workdir: Path | None = None) -> Path:
-    """Train the micro ViT on shape-and-texture labels and save its backbone as safetensors."""
+    """Train the micro ViT on shape-and-texture labels and save its backbone as safetensors.
+
+    The training step is the trainer's (method ``full``, AdamW at ``lr`` with the proxies at
+    10 x ``lr``, weight decay 0.05, Proxy-Anchor's defaults) at a constant learning rate: this loop
+    never ends a schedule epoch. A process entry point, it begins the run as ``fit`` does.
+    """
     from safetensors.torch import save_file
 
+    from ..config import Config
+    from ..train import Trainer, begin_run
+
+    loader = _shape_texture_loader(Path(workdir or tempfile.mkdtemp(prefix="semproxy-pretrain-")), seed)
+    config = Config().replace({"backbone": "vit_micro_patch8_32", "pretrained": False, "method": "full",
+                               "embedding_dim": 64, "optimizer": "adamw", "lr": lr, "lr_proxy": 10 * lr,
+                               "weight_decay": 0.05, "epochs": epochs, "seed": seed})
+    device = torch.device("cpu")
+    begin_run(config, device)
+    trainer = Trainer(config, None, device, num_classes=loader.num_classes)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            terms = trainer.step(batch)
+        print(f"epoch {epoch + 1}/{epochs}: loss {terms.loss.item():.3f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in trainer.model.backbone.state_dict().items()}, str(out))
+    return out
+
+
+def _shape_texture_loader(workdir: Path, seed: int) -> TrainLoader:
+    """Batches of 64 (8 per class) of all 256 synthetic designs, labelled by shape and texture only."""
     from ..data import BatchAugment, ImageList, TrainLoader, build_train_cache, load_benchmark
     from ..data.readers import synthetic
-    from ..models import build_model
 
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="semproxy-pretrain-"))
     root = synthetic.generate(workdir / "images", num_classes=256, images_per_class=6, image_size=48, seed=11)
     benchmark = load_benchmark("synthetic", root)
     designs = np.concatenate([benchmark.train.labels, benchmark.test.labels]) - 1
@@ -40,25 +67,7 @@ def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int =
                        for s, _, t in map(synthetic.class_design, designs)])
     images = ImageList(benchmark.train.paths + benchmark.test.paths, labels)
     cache = build_train_cache(images, 36, cache_dir=workdir / "cache")
-    torch.manual_seed(seed)
-    loader = TrainLoader(cache, 64, 8, BatchAugment(32, (0.5,) * 3, (0.5,) * 3), seed=seed)
-    model = build_model(ModelConfig(backbone="vit_micro_patch8_32", pretrained=False, method="full",
-                                    embedding_dim=64), loader.num_classes).train()
-    optimizer = torch.optim.AdamW([{"params": model.encoder_parameters(), "lr": lr},
-                                   {"params": model.proxy_parameters(), "lr": 10 * lr}], weight_decay=0.05)
-    loss_fn = ProxyAnchorLoss()
-    for epoch in range(epochs):
-        loader.set_epoch(epoch)
-        for batch, targets, _ in loader:
-            output = model.forward_train(batch, targets)
-            loss = loss_fn(output.embeddings, targets, output.proxies).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.backbone.state_dict().items()}, str(out))
-    return out
+    return TrainLoader(cache, 64, 8, BatchAugment(32, (0.5,) * 3, (0.5,) * 3), seed=seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,31 +5,39 @@ resumed with ``resume_from`` continues exactly as if the run had never stopped (
 CPU): batches and augmentation depend only on (seed, epoch), and the RNG, optimiser, schedule and
 accumulator states are all saved.
 
+``Trainer.step`` is the one training step (forward, Proxy-Anchor, backward, clipping, both
+optimisers): the epochs run it, and so do the benches, ``semproxy.tools.pretrain_micro`` and the
+tests, on a Trainer built without data. Who owns what: ``fit`` is the entry point of a run and sets
+what the run needs process-wide through ``begin_run`` (torch's global seed, freed host memory kept
+on a CPU); a Trainer changes nothing outside itself.
+
 ``python -m semproxy.train --config FILE`` is the final training of a config (``semproxy/cli/train.py``).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import backbone_hash, check_compatible, load_checkpoint, restore_trained, save_checkpoint, trained_state
 from ..config import Config
+from ..data.loader import TrainBatch, TrainLoader
 from ..device import resolve_device
 from ..errors import TrainingError
 from ..evaluation import autocast_for, evaluate
 from ..host_memory import keep_freed_host_memory
-from ..losses import ProxyAnchorLoss
+from ..losses import ProxyAnchorLoss, ProxyAnchorOutput
 from ..metric_names import split_metrics
 from ..models import PromptedViT, build_model
 from ..optim import Optimizers, build_optimizers
 from ..prepared import PreparedData, prepare_data
 
-__all__ = ["fit", "Trainer", "EpochResult", "FitResult", "NonFiniteLossError"]
+__all__ = ["fit", "begin_run", "Trainer", "EpochResult", "FitResult", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(TrainingError):
@@ -67,17 +75,27 @@ Callback = Callable[[EpochResult, "Trainer"], None]
 
 
 class Trainer:
-    """Model, optimisers and data of one run, and the state that makes it resumable."""
+    """Model, optimisers and loss of one run and the step that trains them; with data, its epochs too.
 
-    def __init__(self, config: Config, data: PreparedData, device: torch.device, *, progress: bool = True) -> None:
+    Built with ``data`` (what :func:`fit` does), a Trainer owns the run's training loader and runs
+    epochs, validation, test and checkpoints. Built without (``num_classes`` instead) it only
+    steps (:meth:`step`) on batches its caller makes: the benches, ``pretrain_micro`` and the tests.
+
+    Constructing one changes nothing outside it. The model's initial values are drawn from torch's
+    global RNG as the caller left it, and process-wide settings (freed host memory kept) are not
+    touched: both belong to the entry point of a run (:func:`begin_run`, which :func:`fit` calls);
+    a bench or test that builds a Trainer itself seeds as it needs.
+    """
+
+    def __init__(self, config: Config, data: Optional[PreparedData], device: torch.device, *,
+                 num_classes: Optional[int] = None, progress: bool = True) -> None:
+        if (data is None) == (num_classes is None):
+            raise ValueError("Trainer: give exactly one of data (a training run) and num_classes "
+                             "(steps on given batches)")
         self.config, self.data, self.device, self.progress = config, data, device, progress
-        if device.type == "cpu":  # activations are reused step after step instead of re-faulted
-            keep_freed_host_memory()
-        torch.manual_seed(config.optim.seed)
-        self.loader = data.train_loader(config, device)
-        self.model = build_model(config.model, self.loader.num_classes)
+        self.model = build_model(config.model, self.loader.num_classes if data is not None else num_classes)
         self.backbone_sha256 = backbone_hash(self.model)
-        self.model.to(device)
+        self.model.to(device).train()
         self.optimizers: Optimizers = build_optimizers(self.model, config.optim)
         self.loss_fn = ProxyAnchorLoss(config.loss.pa_alpha, config.loss.pa_delta, config.loss.pa_pos_norm)
         self.amp = config.optim.amp and device.type == "cuda"
@@ -86,39 +104,62 @@ class Trainer:
         self.epoch = 0
         self.history: list[EpochResult] = []
 
-    # -- one epoch -------------------------------------------------------------------------
+    # -- one step --------------------------------------------------------------------------
+    def step(self, batch: TrainBatch) -> ProxyAnchorOutput:
+        """One optimisation step on ``batch`` (images, labels, their host-built class grouping).
+
+        Forward (under autocast on a GPU with ``amp``), Proxy-Anchor, backward (through the
+        GradScaler under fp16), gradient clipping when ``grad_clip`` is set, then the dense and the
+        class-prompt optimisers. The model must be in training mode (a Trainer starts in it, and
+        evaluation puts it back). Returns the loss terms, detached, on the device where the
+        step computed them: reading them is the caller's host sync, the step has none of its own
+        (GradScaler's skip check under fp16 aside).
+        """
+        images, labels, groups = batch
+        with autocast_for(self.device, self.amp):
+            out = self.model.forward_train(images, labels, groups)
+        terms = self.loss_fn(out.embeddings, labels, out.proxies)
+        self.optimizers.zero_grad()
+        self._backward(terms.loss)
+        self.optimizers.step(self.scaler)
+        if self.scaler is not None:
+            self.scaler.update()
+        return ProxyAnchorOutput(terms.loss.detach(), terms.pos_loss.detach(), terms.neg_loss.detach())
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Gradients of ``loss``, unscaled under fp16 and clipped over every trained tensor.
+
+        The clipped norm is that of all the step's gradients together: the dense parameters' and
+        those of the class-prompt rows the batch gathered (which no dense optimiser holds).
+        """
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizers.dense)
+        else:
+            loss.backward()
+        if self.config.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._trained_tensors(), self.config.optim.grad_clip)
+
     def _trained_tensors(self) -> list[torch.Tensor]:
         tensors = [p for p in self.model.parameters() if p.requires_grad]
         if self.model.semantic is not None:
             tensors += self.model.semantic.bank.active_rows
         return tensors
 
+    # -- one epoch -------------------------------------------------------------------------
     def train_epoch(self) -> EpochResult:
-        cfg, model = self.config, self.model
-        model.train()
+        """One pass over the training loader, a :meth:`step` per batch, then the schedule's epoch step."""
+        self.model.train()
         self.loader.set_epoch(self.epoch)
         start = time.perf_counter()
         losses = torch.zeros(len(self.loader), 3, device=self.device)  # no host sync per step
-        batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{cfg.optim.epochs}", leave=False,
+        batches = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.config.optim.epochs}", leave=False,
                        disable=not self.progress)
         waits, images_seen = [], 0
-        for step, (images, labels, groups) in enumerate(_timed(batches, waits)):
-            images_seen += images.shape[0]
-            with autocast_for(self.device, self.amp):
-                out = model.forward_train(images, labels, groups)
-            terms = self.loss_fn(out.embeddings, labels, out.proxies)
-            self.optimizers.zero_grad()
-            if self.scaler is not None:
-                self.scaler.scale(terms.loss).backward()
-                self.scaler.unscale_(self.optimizers.dense)
-            else:
-                terms.loss.backward()
-            if cfg.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self._trained_tensors(), cfg.optim.grad_clip)
-            self.optimizers.step(self.scaler)
-            if self.scaler is not None:
-                self.scaler.update()
-            losses[step] = torch.stack([terms.loss, terms.pos_loss, terms.neg_loss]).detach()
+        for index, batch in enumerate(_timed(batches, waits)):
+            images_seen += batch.images.shape[0]
+            terms = self.step(batch)
+            losses[index] = torch.stack([terms.loss, terms.pos_loss, terms.neg_loss])
         self._check_finite(losses)
         lr = self.optimizers.lr
         self.optimizers.end_epoch()
@@ -126,6 +167,17 @@ class Trainer:
         mean = losses.mean(0).tolist()
         return EpochResult(self.epoch, mean[0], mean[1], mean[2], lr, time.perf_counter() - start,
                            images=images_seen, data_wait=sum(waits))
+
+    @cached_property
+    def loader(self) -> TrainLoader:
+        """The training loader of the run's data."""
+        return self._data().train_loader(self.config, self.device)
+
+    def _data(self) -> PreparedData:
+        if self.data is None:
+            raise RuntimeError("this Trainer was built without data: it steps on given batches, it cannot run "
+                               "epochs, validate or test")
+        return self.data
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         finite = torch.isfinite(losses).all(1)
@@ -135,16 +187,17 @@ class Trainer:
                                      f"(loss {losses[step - 1, 0].item()}); try a lower lr or lr_proxy")
 
     def validate(self) -> dict[str, float]:
-        if self.data.val is None:
-            return {}
-        metrics = evaluate(self.model, self.data, "val", self.config.eval.eval_batch_size, self.device,
-                           amp=self.amp, progress=self.progress)
-        return split_metrics("val", metrics)
+        """``val_*`` retrieval metrics; none when the run's data holds no validation split."""
+        return self._evaluate("val") if self._data().val is not None else {}
 
     def test(self) -> dict[str, float]:
-        metrics = evaluate(self.model, self.data, "test", self.config.eval.eval_batch_size, self.device,
+        """``test_*`` retrieval metrics."""
+        return self._evaluate("test")
+
+    def _evaluate(self, split: Literal["val", "test"]) -> dict[str, float]:
+        metrics = evaluate(self.model, self._data(), split, self.config.eval.eval_batch_size, self.device,
                            amp=self.amp, progress=self.progress)
-        return split_metrics("test", metrics)
+        return split_metrics(split, metrics)
 
     # -- checkpoints -----------------------------------------------------------------------
     def payload(self) -> dict[str, Any]:
@@ -160,7 +213,7 @@ class Trainer:
             "config": self.config.to_mapping(),
             "backbone": {"name": self.config.model.backbone, "sha256": self.backbone_sha256},
             "history": [asdict(h) for h in self.history],
-            "data": self.data.fingerprint,
+            "data": self.data.fingerprint if self.data is not None else None,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -195,10 +248,28 @@ def _timed(batches: Iterable, waits: list[float]) -> Iterator:
         yield batch
 
 
+def begin_run(config: Config, device: torch.device) -> None:
+    """Set what a training run owns process-wide, before its model is built; :func:`fit` calls it.
+
+    Seeds torch's global RNG with ``config.optim.seed``: the model's initial values and every draw
+    of the run (dropout) follow from it, and a resumed run then restores its saved RNG state. On a
+    CPU, also keeps freed host memory for reuse (``semproxy.host_memory``): activations are reused
+    step after step instead of re-faulted. Benches and tests that build a Trainer themselves
+    choose their own seed and memory behaviour instead.
+    """
+    if device.type == "cpu":
+        keep_freed_host_memory()
+    torch.manual_seed(config.optim.seed)
+
+
 def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Sequence[Callback] = (),
         resume_from: Optional[str | Path | dict] = None, device: Optional[torch.device | str] = None,
         progress: bool = True) -> FitResult:
     """Train ``config`` for ``config.optim.epochs`` epochs; validate every ``eval_every`` and after the last.
+
+    The entry point of a training run, for the final-training command and the search's trials
+    alike: it sets what the run owns process-wide before building its :class:`Trainer` (see
+    :func:`begin_run`), so the same config trains the same way whatever the process did before.
 
     Args:
         data: prepared caches (built here when None; test caches only when ``test_eval``).
@@ -210,6 +281,7 @@ def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Seque
     device = torch.device(device) if device is not None else resolve_device(config.eval.device)
     if data is None:
         data = prepare_data(config, with_test=config.eval.test_eval, progress=progress)
+    begin_run(config, device)
     trainer = Trainer(config, data, device, progress=progress)
     if resume_from is not None:
         payload = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
