@@ -37,6 +37,23 @@ def _dense(kind: str, groups: list[dict], cfg: OptimConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+class _GatheredRows:
+    """The class-prompt rows a batch gathered, as a GradScaler sees an optimiser.
+
+    A GradScaler unscales (and checks for inf) the gradients of an optimiser's ``param_groups``; the
+    bank's hold its tables, while the gradients are on the rows it gathered. Presented as their own
+    optimiser, the rows are unscaled like the dense parameters and the bank steps only when they are
+    finite: PyTorch's rule for several optimisers under one scaler (each decides on its own grads).
+    """
+
+    def __init__(self, bank: RowSparseOptimizer, rows: list[torch.Tensor]) -> None:
+        self.bank = bank
+        self.param_groups = [{"params": rows}]
+
+    def step(self) -> None:
+        self.bank.step()
+
+
 @dataclass
 class Optimizers:
     """The dense optimiser, the bank's (vptsp only) and their schedules, stepped together."""
@@ -44,17 +61,30 @@ class Optimizers:
     dense: torch.optim.Optimizer
     bank: Optional[RowSparseOptimizer]
     schedules: list[LambdaLR]
+    _rows: Optional[_GatheredRows] = None
 
     def zero_grad(self) -> None:
         self.dense.zero_grad(set_to_none=True)
 
+    def unscale(self, scaler: torch.amp.GradScaler, rows: list[torch.Tensor]) -> None:
+        """Unscale the step's gradients (the dense parameters' and the gathered rows') before clipping."""
+        scaler.unscale_(self.dense)
+        with_grad = [r for r in rows if r.grad is not None]
+        self._rows = _GatheredRows(self.bank, with_grad) if self.bank is not None and with_grad else None
+        if self._rows is not None:
+            scaler.unscale_(self._rows)
+
     def step(self, scaler: Optional[torch.amp.GradScaler] = None) -> None:
+        """Step both optimisers; under a scaler each steps only when its gradients are finite."""
         if scaler is None:
             self.dense.step()
-        else:
-            scaler.step(self.dense)
-        if self.bank is not None:
-            self.bank.step()
+            if self.bank is not None:
+                self.bank.step()
+            return
+        scaler.step(self.dense)
+        if self._rows is not None:
+            scaler.step(self._rows)
+        self._rows = None
 
     def end_epoch(self) -> None:
         for schedule in self.schedules:

@@ -186,3 +186,22 @@ def test_a_trainer_without_data_steps_but_runs_no_epochs():
             method()
     with pytest.raises(ValueError, match="exactly one of data"):
         Trainer(step_config("linear"), None, CPU)
+
+
+def test_under_a_grad_scaler_the_class_prompt_rows_step_unscaled_and_skip_on_inf(batch):
+    """fp16 training (GPUs without bf16) scales the loss: the gathered class-prompt rows must be
+    unscaled like the dense parameters (and clipped and stepped as such), and skipped on an inf."""
+    config = step_config("vptsp_gru", optimizer="sgd", momentum=0.0, weight_decay=0.0, grad_clip=0.5)
+    plain = step_both(config, fixed_batch(batch), steps=1)
+    torch.manual_seed(0)
+    scaled = Trainer(config, None, CPU, num_classes=NUM_CLASSES)
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    torch.manual_seed(0)
+    scaled.step(fixed_batch(batch))
+    after = scaled.model.state_dict()
+    for name, value in plain.trainer.model.state_dict().items():  # a power-of-two scale is exact
+        torch.testing.assert_close(after[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    tables = {n: v.clone() for n, v in after.items() if ".bank.table_" in n}
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=float("inf"))  # every gradient overflows
+    scaled.step(fixed_batch(batch))
+    assert all(torch.equal(scaled.model.state_dict()[n], v) for n, v in tables.items())

@@ -134,17 +134,18 @@ class Trainer:
         """
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizers.dense)
+            self.optimizers.unscale(self.scaler, self._gathered_rows())
         else:
             loss.backward()
         if self.config.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self._trained_tensors(), self.config.optim.grad_clip)
 
+    def _gathered_rows(self) -> list[torch.Tensor]:
+        """The class-prompt rows the last forward gathered (their gradients are the bank's)."""
+        return list(self.model.semantic.bank.active_rows) if self.model.semantic is not None else []
+
     def _trained_tensors(self) -> list[torch.Tensor]:
-        tensors = [p for p in self.model.parameters() if p.requires_grad]
-        if self.model.semantic is not None:
-            tensors += self.model.semantic.bank.active_rows
-        return tensors
+        return [p for p in self.model.parameters() if p.requires_grad] + self._gathered_rows()
 
     # -- one epoch -------------------------------------------------------------------------
     def train_epoch(self) -> EpochResult:
