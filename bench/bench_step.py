@@ -26,8 +26,7 @@ from pathlib import Path
 
 from _tables import RESULTS, publish
 
-METHODS = ("full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru")
-
+from semproxy.models import METHODS  # every registered method, in registration order
 
 BEFORE_AFTER = ("vpt", "vptsp_gru")
 AMP_NOTE = ", mixed precision as in training"

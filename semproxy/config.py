@@ -28,7 +28,7 @@ __all__ = ["ConfigError", "ModelConfig", "LossConfig", "DataConfig", "OptimConfi
 RUNTIME = "runtime"  # where and how a run executes, not what it learns: may differ on resume
 CACHE = "cache"      # decides the shared image cache: may be fixed in a search space, never sampled
 
-Method = Literal["full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru"]
+Method = Literal["full", "linear", "bitfit", "adapter", "vpt", "vptsp_ema", "vptsp_gru", "lora"]
 
 # Upper bounds of the size and count knobs: generous (several times what any paper or backbone
 # uses), but a typo such as num_prompts: 20000000 is a one-line error rather than the OOM killer.
@@ -61,7 +61,7 @@ class ModelConfig:
     img_size: Optional[int] = knob(None, "input size; None = the backbone's default (at most 2048: twice the "
                                          "largest input of timm's pretrained ViTs)", low=8, high=2048, roles=(CACHE,))
     method: Method = knob("vptsp_gru", "fine-tuning method")
-    bitfit: bool = knob(True, "also train every backbone bias (adapter, vpt, vptsp_*; the paper's (B))")
+    bitfit: bool = knob(True, "also train every backbone bias (adapter, lora, vpt, vptsp_*; the paper's (B))")
     embedding_dim: int = knob(384, "output embedding width E", low=1, high=MAX_WIDTH)
     # deep visual prompts
     num_prompts: int = knob(10, "VPT-deep prompts N at the first layer", low=0, high=MAX_PROMPTS)
@@ -76,6 +76,10 @@ class ModelConfig:
     adapter_init: Literal["lora", "bert", "uniform"] = knob("lora", "adapter weight initialisation")
     adapter_scale: float = knob(0.1, "adapter output scale", low=0.0)
     adapter_dropout: float = knob(0.1, "dropout inside the adapter", low=0.0, high=1.0)
+    # LoRA on the q and v projections
+    lora_layers: int = knob(12, "LoRA in the LAST this many blocks", low=0, high=MAX_LAYERS)
+    lora_rank: int = knob(8, "LoRA rank r of the q and v updates", low=1, high=MAX_WIDTH)
+    lora_alpha: float = knob(8.0, "LoRA scale: the updates are B A x * lora_alpha / lora_rank", low=0.0)
     # semantic proxies
     class_prompts: int = knob(3, "class prompts CLS-N at the first layer", low=0, high=MAX_PROMPTS)
     class_prompt_depth: int = knob(12, "layers with class prompts CLS-L", low=0, high=MAX_LAYERS)

@@ -39,16 +39,26 @@ def test_balanced_batches_need_no_mask_and_moving_keeps_host_classes():
     assert moved.classes_on(torch.device("cpu")) is groups.host_classes
 
 
-def test_given_grouping_gives_the_same_training_forward_as_labels_alone():
+def test_the_training_forward_uses_a_given_grouping_as_a_per_class_reference_does(monkeypatch):
+    """Uneven, interleaved classes: each class's EMA state takes the mean of its own samples' semantic proxies.
+
+    The grouping is built beforehand (as the loader does) and must not be built again in the forward.
+    """
     torch.manual_seed(0)
-    model = build_model(micro_config(method="vptsp_gru"), 10).train()
-    images, labels = torch.randn(6, 3, 32, 32), torch.tensor([3, 3, 7, 7, 1, 1])
-    state = model.semantic.state.clone()
-    derived = model.forward_train(images, labels)
-    model.semantic.state.copy_(state)
-    given = model.forward_train(images, labels, BatchClasses.from_labels(labels))
-    torch.testing.assert_close(given.proxies, derived.proxies, rtol=0, atol=0)
-    torch.testing.assert_close(given.semantic, derived.semantic, rtol=0, atol=0)
+    model = build_model(micro_config(method="vptsp_ema"), 10).double().train()
+    images, labels = torch.randn(6, 3, 32, 32, dtype=torch.float64), torch.tensor([3, 7, 3, 1, 7, 7])
+    groups = BatchClasses.from_labels(labels)
+    monkeypatch.setattr(BatchClasses, "from_labels", None)  # the forward may not group again
+    before = model.semantic.state.clone()
+    out = model.forward_train(images, labels, groups)
+    keep, lam = model.cfg.ema_keep, model.cfg.proxy_bias_ratio
+    expected = before.clone()
+    for c in (1, 3, 7):
+        state = keep * before[c] + (1 - keep) * out.semantic[labels == c].mean(0)
+        expected[c] = state / state.norm()
+    fused = lam * model.proxy_bias + (1 - lam) * expected
+    torch.testing.assert_close(model.semantic.state, expected.detach())
+    torch.testing.assert_close(out.proxies, fused / fused.norm(dim=1, keepdim=True))
 
 
 class _FloatOpCounter(TorchDispatchMode):

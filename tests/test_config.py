@@ -47,7 +47,7 @@ def test_flat_keys_at_top_level_are_accepted(tmp_path):
     ("model:\n  num_prompts: ten\n", "key 'num_prompts' must be int, got 'ten'"),
     ("model:\n  num_prompts: 2.5\n", "key 'num_prompts' must be int"),
     ("model:\n  bitfit: 1\n", "key 'bitfit' must be bool"),
-    ("model:\n  method: lora\n", "key 'method' must be one of 'full'"),
+    ("model:\n  method: prefix\n", "key 'method' must be one of 'full'"),
     ("model:\n  proxy_bias_ratio: 1.5\n", r"key 'proxy_bias_ratio' must be in \[0.0, 1.0\]"),
     ("model:\n  prompt_step: -1\n", r"key 'prompt_step' must be in \[0, 1024\]"),
     ("optim:\n  lr: .nan\n", "key 'lr' must be float"),

@@ -369,7 +369,7 @@ RAW_MUTATIONS: list[Callable] = [
     raw_alias_bomb, raw_deep_nesting, raw_hostile_scalar, raw_hostile_scalar, raw_truncated, raw_duplicate_key,
     raw_encoding, raw_binary, raw_control_and_layout, raw_oversized]
 BAD_OVERRIDES = ["num_prompts=!!python/object:os.system x", "num_prompts=20000000", "lr=.nan", "lr=1e999",
-                 "device=banana", "device=cuda:x", "method=lora", "num_prompts", "=3", "no_such_key=1",
+                 "device=banana", "device=cuda:x", "method=prefix", "num_prompts", "=3", "no_such_key=1",
                  "batch_size=[1, 2", "embedding_dim=" + "9" * 5000, "num_prompts=" + yaml.safe_dump(bomb(), default_flow_style=True, width=10 ** 6).strip(), "num_prompts=*a",
                  "seed=-1", "eval_every=" + "1" * 400]
 # Well-formed but absent: the device's existence is checked before any work, naming the key.

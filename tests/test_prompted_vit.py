@@ -1,25 +1,26 @@
-"""The prompted ViT: exact equality with timm, prompt counts, and what each method trains."""
+"""The prompted ViT: prompts, the adapters' and LoRA's hooks against their formulas, the semantic
+proxy pass, and timm's private API as semproxy uses it (semproxy/models/timm_compat.py).
+
+What every method keeps (equality with timm, where gradients go, checkpoints, counts): test_methods.py.
+"""
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
+from torch import nn
 
 from conftest import NUM_CLASSES, micro_config
 from semproxy.config import ConfigError
-from semproxy.models import METHODS, build_model, prompt_counts
+from semproxy.errors import BackboneError
+from semproxy.models import build_model, create_backbone, prompt_counts
+from semproxy.models import timm_compat
+from test_methods import clean_timm
 
 
 def _model(**overrides):
     torch.manual_seed(0)
     return build_model(micro_config(**overrides), NUM_CLASSES)
-
-
-@pytest.mark.parametrize("method", ["linear", "bitfit", "vpt", "vptsp_gru"])
-def test_zero_prompts_equal_timm_forward_features_exactly(batch, method):
-    model = _model(method=method, num_prompts=0, class_prompts=0).eval()
-    images, _ = batch
-    expected = model.backbone.forward_features(images)[:, 0]
-    assert torch.equal(model.encode(images, model.sample_prompts(len(images))), expected)
 
 
 def test_prompts_change_the_features(batch):
@@ -29,13 +30,6 @@ def test_prompts_change_the_features(batch):
     prompted = model.encode(images, model.sample_prompts(len(images)))
     assert prompted.shape == plain.shape
     assert not torch.allclose(prompted, plain, atol=1e-4)
-
-
-def test_lora_adapters_start_as_identity(batch):
-    model = _model(method="adapter", adapter_init="lora").eval()
-    images, _ = batch
-    assert torch.allclose(model.encode(images, model.sample_prompts(len(images))),
-                          model.backbone.forward_features(images)[:, 0], atol=1e-6)
 
 
 @pytest.mark.parametrize("num,depth,step,layers,expected", [
@@ -63,6 +57,8 @@ def test_depth_beyond_the_backbone_is_a_config_error():
         _model(method="vpt", prompt_depth=13)
     with pytest.raises(ConfigError, match="adapter_layers"):
         _model(method="adapter", adapter_layers=13)
+    with pytest.raises(ConfigError, match="'lora_layers' is 13 but backbone 'vit_micro_patch8_32' has 12 blocks"):
+        _model(method="lora", lora_layers=13)
     with pytest.raises(ConfigError, match=r"^runs/x.yaml: key 'class_prompt_depth' is 13"):
         build_model(micro_config(method="vptsp_gru", class_prompt_depth=13), NUM_CLASSES, where="runs/x.yaml")
 
@@ -73,60 +69,52 @@ def test_an_image_smaller_than_a_patch_is_a_config_error():
     assert build_model(micro_config(img_size=8), NUM_CLASSES)(torch.randn(1, 3, 8, 8)).shape == (1, 32)
 
 
-# ---- trainability -------------------------------------------------------------------------------
-def _expected_trainable(name: str, method: str, bitfit: bool) -> bool:
-    spec = METHODS[method]
-    if name.startswith("backbone."):
-        return spec.train_backbone or (name.endswith("bias") and spec.trains_biases(bitfit))
-    if name.startswith("prompts."):
-        return spec.prompts
-    if name.startswith("adapters."):
-        return spec.adapters
-    return True  # head, proxy bias, semantic head and accumulator exist only where they train
+# ---- the methods' hooks against their formulas ---------------------------------------------------
+@pytest.mark.parametrize("position", ["parallel", "sequential"])
+def test_adapter_hooks_give_adaptformer_around_timms_own_block(position):
+    """x1 = x + attn branch; out = x1 + mlp_branch(x1) + adapter(x1 | mlp_branch(x1)), the mask reaching attention."""
+    model = _model(method="adapter", adapter_position=position, adapter_init="bert", adapter_dropout=0.0).eval()
+    block, adapter, plain = model.backbone.blocks[11], model.adapters["11"], clean_timm(model).blocks[11]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 64, generator=generator)
+    mask = (torch.rand(5, 5, generator=generator) > 0.5) | torch.eye(5, dtype=torch.bool)  # True: may attend
+    with torch.no_grad():
+        x1 = x + plain.drop_path1(plain.ls1(plain.attn(plain.norm1(x), attn_mask=mask)))
+        h = plain.drop_path2(plain.ls2(plain.mlp(plain.norm2(x1))))
+        expected = x1 + h + adapter(x1 if position == "parallel" else h)
+        assert torch.equal(block(x, attn_mask=mask), expected)
+        assert not torch.allclose(block(x), expected)  # the mask took effect
+        assert not torch.allclose(plain(x, attn_mask=mask), expected)  # and so did the adapter
 
 
-CASES = [(m, False) for m in METHODS] + [(m, True) for m in ("adapter", "vpt", "vptsp_ema", "vptsp_gru")]
+def test_lora_equals_its_update_merged_into_q_and_v():
+    """qkv(x) + [B_q A_q x, 0, B_v A_v x] * alpha / rank == timm's block with W_q, W_v += B A * alpha / rank."""
+    model = _model(method="lora", lora_layers=3, lora_rank=4, lora_alpha=8.0).eval()
+    merged = clean_timm(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for index, lora in model.lora.items():
+            lora.q.b.normal_(generator=generator)
+            lora.v.b.normal_(generator=generator)
+            weight = merged.blocks[int(index)].attn.qkv.weight
+            weight[:64] += 2.0 * lora.q.b @ lora.q.a
+            weight[128:] += 2.0 * lora.v.b @ lora.v.a
+        images = torch.randn(2, 3, 32, 32, generator=generator)
+        expected = merged.forward_head(merged.forward_features(images), pre_logits=True)
+        torch.testing.assert_close(model.encode(images, model.sample_prompts(2)), expected, rtol=1e-5, atol=1e-5)
+    assert sorted(model.lora) == ["10", "11", "9"]
 
 
-@pytest.mark.parametrize("method,bitfit", CASES)
-def test_exactly_the_intended_parameters_get_gradients(batch, method, bitfit):
-    # bert init and a linear probe of the outputs: every trainable parameter gets a non-zero gradient
-    # (lora's zero up-projection and unit-norm outputs would hide some).
-    model = _model(method=method, bitfit=bitfit, adapter_init="bert", adapter_dropout=0.0).train()
-    images, labels = batch
-    out = model.forward_train(images, labels)
-    probe = torch.randn(out.embeddings.shape[1], generator=torch.Generator().manual_seed(3))
-    loss = (out.embeddings @ probe).sum() + (out.proxies @ probe).sum()
-    loss.backward()
-    for name, param in model.named_parameters():
-        if _expected_trainable(name, method, bitfit):
-            assert param.requires_grad, name
-            assert param.grad is not None and param.grad.abs().sum() > 0, f"{name} got no gradient"
-        else:
-            assert not param.requires_grad and param.grad is None, f"frozen {name} got a gradient"
-    if model.semantic is not None:
-        rows = model.semantic.bank.active_rows
-        assert len(rows) == 3 and all(r.shape[0] == 4 and r.grad.abs().sum() > 0 for r in rows)
-        # fused proxies of absent classes (1, 3) depend on their bias only
-        assert model.semantic.bank.tables()[0].grad is None
-
-
-@pytest.mark.parametrize("method", list(METHODS))
-def test_frozen_backbone_stays_in_eval_mode(method):
+@pytest.mark.parametrize("method", ["vptsp_ema", "vptsp_gru"])
+def test_class_prompt_rows_of_the_batchs_classes_get_gradients(batch, method):
     model = _model(method=method).train()
-    assert model.training
-    assert model.backbone.training == (method == "full")
-    assert all(m.training for m in model.adapters.modules())
-    model.eval()
-    assert not any(m.training for m in model.modules())
-
-
-def test_encoder_and_proxy_parameter_groups_partition_the_trainables():
-    model = _model(method="vptsp_gru", bitfit=True)
-    encoder, proxies = model.encoder_parameters(), model.proxy_parameters()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    assert len(encoder) + len(proxies) == len(trainable)
-    assert {id(p) for p in encoder}.isdisjoint({id(p) for p in proxies})
+    out = model.forward_train(*batch)
+    probe = torch.randn(out.proxies.shape[1], generator=torch.Generator().manual_seed(3))
+    (out.proxies @ probe).sum().backward()
+    rows = model.semantic.bank.active_rows
+    assert len(rows) == 3 and all(r.shape[0] == 4 and r.grad.abs().sum() > 0 for r in rows)
+    # fused proxies of absent classes (1, 3) depend on their bias only; the tables get no dense gradient
+    assert all(table.grad is None for table in model.semantic.bank.tables())
 
 
 def test_evaluation_runs_the_sample_branch_only(batch):
@@ -158,3 +146,35 @@ def test_shared_patch_tokens_give_what_two_separate_passes_give(batch):
     torch.testing.assert_close(shared.embeddings, embeddings, rtol=0, atol=0)
     torch.testing.assert_close(shared.semantic, semantic, rtol=0, atol=0)
     torch.testing.assert_close(grad_shared, model.backbone.patch_embed.proj.bias.grad, rtol=1e-10, atol=1e-12)
+
+
+# ---- timm's private API (semproxy/models/timm_compat.py) against the installed timm -------------------
+def test_timm_is_the_release_the_accessors_were_written_for():
+    assert timm.__version__.startswith(timm_compat.SUPPORTED_TIMM), (
+        f"timm {timm.__version__}: check every accessor of semproxy/models/timm_compat.py, then SUPPORTED_TIMM")
+
+
+def test_embed_tokens_are_what_forward_features_feeds_the_blocks(batch):
+    backbone = create_backbone("vit_micro_patch8_32").eval()
+    images, _ = batch
+    with torch.no_grad():
+        tokens = timm_compat.embed_tokens(backbone, images)
+        assert tokens.shape == (8, 1 + 16, 64)
+        assert torch.equal(backbone.norm(backbone.blocks(tokens)), backbone.forward_features(images))
+
+
+def test_timms_vit_factory_and_pretrained_config_build_a_registered_vit():
+    cfg = timm_compat.vit_pretrained_cfg(input_size=(3, 32, 32), num_classes=0)
+    assert cfg["input_size"] == (3, 32, 32) and cfg["num_classes"] == 0
+    model = timm_compat.create_vision_transformer("vit_micro_patch8_32", pretrained=False, img_size=32, patch_size=8,
+                                                  embed_dim=64, depth=2, num_heads=2, num_classes=0)
+    assert len(model.blocks) == 2 and model.embed_dim == 64
+
+
+def test_the_block_parts_the_methods_hook_exist_and_a_missing_one_is_named():
+    block = create_backbone("vit_micro_patch8_32").blocks[0]
+    assert isinstance(timm_compat.submodule(block, "attn.qkv", "lora"), nn.Linear)
+    assert timm_compat.submodule(block, "norm2", "adapter") is block.norm2
+    assert timm_compat.submodule(block, "drop_path2", "adapter") is block.drop_path2
+    with pytest.raises(BackboneError, match="^lora needs 'attn.qkv' in every block, which the backbone's Linear "):
+        timm_compat.submodule(nn.Linear(2, 2), "attn.qkv", "lora")

@@ -29,8 +29,8 @@ def _sample(space, n, sampler):
 
 def test_every_shipped_space_loads():
     names = sorted(p.name for p in SPACES.glob("*.yaml"))
-    assert names == ["adapter.yaml", "bitfit.yaml", "full.yaml", "global.yaml", "linear.yaml", "peft_compare.yaml",
-                     "vpt.yaml", "vptsp.yaml"]
+    assert names == ["adapter.yaml", "bitfit.yaml", "full.yaml", "global.yaml", "linear.yaml", "lora.yaml",
+                     "peft_compare.yaml", "vpt.yaml", "vptsp.yaml"]
     spaces = {name: load_space(SPACES / name) for name in names}
     for space in spaces.values():
         pickle.loads(pickle.dumps(space.define_by_run()))  # the searcher is pickled by Tune
@@ -68,7 +68,7 @@ def test_conditional_parameters_appear_only_under_their_condition():
         assert ("num_prompts" in s) == (s["method"] in ("vpt", "vptsp_ema", "vptsp_gru"))
         assert ("class_prompts" in s) == s["method"].startswith("vptsp")
         assert ("ema_keep" in s) == (s["method"] == "vptsp_ema")
-        assert ("bitfit" in s) == (s["method"] in ("adapter", "vpt", "vptsp_ema", "vptsp_gru"))
+        assert ("bitfit" in s) == (s["method"] in ("adapter", "lora", "vpt", "vptsp_ema", "vptsp_gru"))
         Config().replace(s)  # every sample is a valid config
 
 
@@ -106,7 +106,7 @@ BAD = [
     ("params:\n  optimizer: {choice: []}\n", "key 'optimizer': 'choice' needs a non-empty list"),
     ("params:\n  lr: {uniform: [0.1, 0.01]}\n", "key 'lr': low 0.1 > high 0.01"),
     ("params:\n  lr: {loguniform: [0, 0.1]}\n", "key 'lr': loguniform needs positive bounds"),
-    ("params:\n  method: lora\n", "key 'method': 'lora' is not a valid value"),
+    ("params:\n  method: prefix\n", "key 'method': 'prefix' is not a valid value"),
     ("params:\n  method: [vpt\n", "invalid YAML at line 3"),
     ("params:\n  lr: {normal: [0, 1]}\n", "key 'lr': expected one of choice"),
     ("params:\n  prompt_depth: {randint: [1, 12.5]}\n", "key 'prompt_depth': 'randint' needs integer bounds"),

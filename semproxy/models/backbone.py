@@ -17,9 +17,10 @@ from torch import nn
 
 import timm
 from timm.models import generate_default_cfgs, register_model
-from timm.models.vision_transformer import VisionTransformer, _cfg, _create_vision_transformer, checkpoint_filter_fn
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..errors import BackboneError, first_line
+from .timm_compat import create_vision_transformer, vit_pretrained_cfg
 
 __all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "WEIGHT_SUFFIXES",
            "MICRO_SYNTHETIC_WEIGHTS"]
@@ -27,15 +28,14 @@ __all__ = ["BackboneError", "create_backbone", "load_backbone_weights", "WEIGHT_
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 
 
-
 # A micro ViT for tests and the CPU demo: ViT-S/16's 12 blocks (so every depth of the paper's search
 # spaces fits) at 32 px with 4x4 patches of 8 px and width 64. The
 # "synthetic" tag is pretrained on generated shapes and ships with the package (semproxy/tools/pretrain_micro.py).
 MICRO_SYNTHETIC_WEIGHTS = Path(__file__).parent / "weights" / "vit_micro_patch8_32.synthetic.safetensors"
 default_cfgs = generate_default_cfgs({
-    "vit_micro_patch8_32.untrained": _cfg(
+    "vit_micro_patch8_32.untrained": vit_pretrained_cfg(
         input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_classes=0),
-    "vit_micro_patch8_32.synthetic": _cfg(
+    "vit_micro_patch8_32.synthetic": vit_pretrained_cfg(
         file=str(MICRO_SYNTHETIC_WEIGHTS), input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         num_classes=0),
 })
@@ -45,7 +45,7 @@ default_cfgs = generate_default_cfgs({
 def vit_micro_patch8_32(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT-Micro/8 at 32 px (D=64, 12 blocks, 2 heads): tests and the synthetic CPU demo."""
     args = dict(img_size=32, patch_size=8, embed_dim=64, depth=12, num_heads=2)
-    return _create_vision_transformer("vit_micro_patch8_32", pretrained=pretrained, **dict(args, **kwargs))
+    return create_vision_transformer("vit_micro_patch8_32", pretrained=pretrained, **dict(args, **kwargs))
 
 
 def _npz_depth(path: Path) -> Optional[int]:

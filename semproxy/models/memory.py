@@ -18,6 +18,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig
 from .backbone import create_backbone
+from .methods import get_method
 from .params import _part_of
 from .prompted_vit import PromptedViT
 
@@ -28,14 +29,8 @@ __all__ = ["model_memory", "available_memory", "check_model_memory", "TRAINED_CO
 # batch's rows, so it has no full-size gradient.
 TRAINED_COPIES = 4
 BANK_COPIES = 3
-# The knobs that size each part of :func:`model_memory`, named when that part does not fit.
-PART_KNOBS = {
-    "backbone weights": "backbone, img_size",
-    "backbone biases": "backbone",
-    "prompts": "num_prompts, prompt_depth",
-    "adapters": "adapter_layers, adapter_dim",
-    "semantic bank": "class_prompts, class_prompt_depth",
-}
+# The knobs that size the backbone's parts of :func:`model_memory`; each method declares its own parts'.
+BACKBONE_KNOBS = {"backbone weights": "backbone, img_size", "backbone biases": "backbone"}
 MEMINFO = Path("/proc/meminfo")
 
 
@@ -81,6 +76,7 @@ def check_model_memory(cfg: ModelConfig, num_classes: int, where: str = "model")
     total = sum(parts.values())
     if total > available:
         largest = max(parts, key=parts.get)
+        knobs = {**BACKBONE_KNOBS, **get_method(cfg.method).part_knobs}.get(largest, "embedding_dim")
         raise ConfigError(f"{where}: the model needs ~{_gib(total)} for {num_classes} classes with gradients and optimiser state "
-                          f"({largest} {_gib(parts[largest])}: lower {PART_KNOBS.get(largest, 'embedding_dim')}) but "
+                          f"({largest} {_gib(parts[largest])}: lower {knobs}) but "
                           f"{_gib(available)} of memory is available")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .methods import is_bias
 from .prompted_vit import PromptedViT
 
 __all__ = ["ParameterCount", "count_parameters"]
@@ -31,7 +32,7 @@ class ParameterCount:
 
 def _part_of(name: str) -> str:
     if name.startswith("backbone."):
-        return "backbone biases" if name.endswith("bias") else "backbone weights"
+        return "backbone biases" if is_bias(name) else "backbone weights"
     return name.split(".")[0] if not name.startswith("semantic.") else "semantic " + name.split(".")[1]
 
 

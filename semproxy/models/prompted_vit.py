@@ -1,8 +1,9 @@
-"""The prompted ViT: a timm VisionTransformer plus whatever the method trains.
+"""The prompted ViT: a timm VisionTransformer plus whatever the fine-tuning method adds and trains.
 
 The backbone's own modules run the forward (patch embedding, position embedding, blocks, final
-norm, pooling); this class only appends prompts around each block, routes blocks through adapters,
-and adds the heads and proxies. With zero prompts and no adapters the features are exactly timm's.
+norm, pooling); the method (``semproxy.models.methods``) adds its modules, which join the blocks
+through hooks, and per-block prompts, which this class appends around each block; this class adds the
+heads and the proxies. With zero-initialised additions the features are exactly timm's.
 """
 from __future__ import annotations
 
@@ -14,18 +15,19 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from ..config import ConfigError, ModelConfig
-from .adapters import Adapter, adapted_block_forward
 from .backbone import create_backbone
 from ..data.batch_classes import BatchClasses
 from .heads import EmbeddingHead
 from .methods import get_method
-from .prompts import DeepPrompts, prompt_counts
 from .semantic import SemanticProxies
+from .timm_compat import embed_tokens
 
 __all__ = ["PromptedViT", "TrainOutput", "build_model", "SEMANTIC_BIAS_INIT_NORM"]
 
 # The paper code starts the proxy bias tiny next to the unit-norm semantic state (method.md 2).
 SEMANTIC_BIAS_INIT_NORM = 0.16
+# Attributes of the model itself: a method's modules may not take these names.
+RESERVED_NAMES = frozenset({"backbone", "head", "proxy_bias", "semantic", "method"})
 
 
 @dataclass
@@ -37,75 +39,54 @@ class TrainOutput:
     semantic: Optional[torch.Tensor]    # (B, E) semantic proxies of the samples (vptsp only)
 
 
-def _check_depth(where: str, cfg: ModelConfig, key: str, value: int, num_layers: int) -> None:
-    if value > num_layers:
-        raise ConfigError(f"{where}: key '{key}' is {value} but backbone '{cfg.backbone}' has {num_layers} blocks")
+def _check_image_size(backbone: VisionTransformer, cfg: ModelConfig, where: str) -> None:
+    if min(backbone.patch_embed.grid_size) < 1:
+        raise ConfigError(f"{where}: key 'img_size' is {cfg.img_size} but backbone '{cfg.backbone}' has "
+                          f"{backbone.patch_embed.patch_size[0]}-pixel patches: an image needs at least one")
 
 
 class PromptedViT(nn.Module):
-    """A frozen (or fully trained) timm ViT with prompts, adapters, heads and proxies.
+    """A frozen (or fully trained) timm ViT with what the method adds, heads and proxies.
 
     Args:
         backbone: a timm ``VisionTransformer`` built with ``num_classes=0``.
-        cfg: the model section of the config.
+        cfg: the model section of the config; ``cfg.method`` names the registered method.
         num_classes: training classes (one proxy, and for vptsp one class-prompt set, each).
         where: where ``cfg`` came from, for errors (a file, or "model").
     """
 
     def __init__(self, backbone: VisionTransformer, cfg: ModelConfig, num_classes: int, where: str = "model") -> None:
         super().__init__()
-        self.cfg, self.spec, self.num_classes = cfg, get_method(cfg.method), num_classes
+        self.cfg, self.num_classes = cfg, num_classes
         self.backbone = backbone
-        dim, num_layers = backbone.embed_dim, len(backbone.blocks)
-        patch = backbone.patch_embed.patch_size[0]
-        if min(backbone.patch_embed.grid_size) < 1:
-            raise ConfigError(f"{where}: key 'img_size' is {cfg.img_size} but backbone '{cfg.backbone}' has "
-                              f"{patch}-pixel patches: an image needs at least one")
+        _check_image_size(backbone, cfg, where)
         self.num_prefix_tokens = backbone.num_prefix_tokens
-
-        self.prompts: Optional[DeepPrompts] = None
-        if self.spec.prompts:
-            _check_depth(where, cfg, "prompt_depth", cfg.prompt_depth, num_layers)
-            self.prompts = DeepPrompts(prompt_counts(cfg.num_prompts, cfg.prompt_depth, cfg.prompt_step, num_layers),
-                                       dim, patch)
-        self.adapters = nn.ModuleDict()
-        if self.spec.adapters:
-            _check_depth(where, cfg, "adapter_layers", cfg.adapter_layers, num_layers)
-            for i in range(num_layers - cfg.adapter_layers, num_layers):
-                self.adapters[str(i)] = Adapter(
-                    dim, cfg.adapter_dim, position=cfg.adapter_position, norm=cfg.adapter_norm,
-                    init=cfg.adapter_init, scale=cfg.adapter_scale, dropout=cfg.adapter_dropout)
-        self.head = EmbeddingHead(dim, cfg.embedding_dim)
+        self.method = get_method(cfg.method)(cfg, backbone, where)
+        for name, module in self.method.build(backbone).items():
+            if name in RESERVED_NAMES:
+                raise ValueError(f"method '{cfg.method}' names a module '{name}', an attribute of the model")
+            self.add_module(name, module)
+        self.head = EmbeddingHead(backbone.embed_dim, cfg.embedding_dim)
         self.proxy_bias = nn.Parameter(torch.empty(num_classes, cfg.embedding_dim))
-        self.semantic: Optional[SemanticProxies] = None
-        if self.spec.accumulator is not None:
-            _check_depth(where, cfg, "class_prompt_depth", cfg.class_prompt_depth, num_layers)
-            counts = prompt_counts(cfg.class_prompts, cfg.class_prompt_depth, cfg.class_prompt_step, num_layers)
-            self.semantic = SemanticProxies(num_classes, dim, cfg.embedding_dim, counts, patch,
-                                            self.spec.accumulator, cfg)
+        self.semantic: Optional[SemanticProxies] = self.method.semantic_proxies(num_classes)
+        if self.semantic is not None:
             nn.init.normal_(self.proxy_bias, std=SEMANTIC_BIAS_INIT_NORM / cfg.embedding_dim ** 0.5)
         else:
             nn.init.kaiming_normal_(self.proxy_bias, mode="fan_out")  # Proxy-Anchor's init
-        self._freeze()
+        for name, param in backbone.named_parameters():
+            param.requires_grad_(self.method.trains_parameter(name))
 
     # -- trainability ------------------------------------------------------------------------
-    def _freeze(self) -> None:
-        self.backbone.requires_grad_(self.spec.train_backbone)
-        if self.spec.trains_biases(self.cfg.bitfit):
-            for name, param in self.backbone.named_parameters():
-                if name.endswith("bias"):
-                    param.requires_grad_(True)
-
     def train(self, mode: bool = True) -> "PromptedViT":
         """Train the added modules; a frozen backbone stays in eval mode (no dropout, drop-path)."""
         super().train(mode)
-        if not self.spec.train_backbone:
+        if not self.method.trains_backbone:
             self.backbone.eval()
         return self
 
     def proxy_parameters(self) -> list[nn.Parameter]:
-        """Parameters optimised at ``lr_proxy``: the ordinary proxies (the proxy bias)."""
-        return [self.proxy_bias]
+        """Parameters optimised at ``lr_proxy``: the ordinary proxies (the proxy bias) and any the method names."""
+        return [self.proxy_bias, *self.method.proxy_parameters()]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Every other dense trainable parameter (optimised at ``lr``).
@@ -119,8 +100,7 @@ class PromptedViT(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         """The tokens (B, N, D) entering the first block: patches, position embedding, prefix tokens."""
-        bb = self.backbone
-        return bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(images))))
+        return embed_tokens(self.backbone, images)
 
     def encode(self, images: torch.Tensor, layer_prompts: Sequence[Optional[torch.Tensor]],
                tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -135,17 +115,14 @@ class PromptedViT(nn.Module):
             prompts = layer_prompts[i]
             if prompts is not None:
                 x = torch.cat([x, prompts.to(x.dtype)], dim=1)
-            adapter = self.adapters[str(i)] if str(i) in self.adapters else None
-            x = block(x) if adapter is None else adapted_block_forward(block, adapter, x)
+            x = block(x)
             if prompts is not None:
                 x = x[:, :num_tokens]
         return bb.forward_head(bb.norm(x), pre_logits=True)
 
     def sample_prompts(self, batch_size: int) -> list[Optional[torch.Tensor]]:
-        num_layers = len(self.backbone.blocks)
-        if self.prompts is None:
-            return [None] * num_layers
-        return [self.prompts.layer(i, batch_size) for i in range(num_layers)]
+        """The method's prompts per block for the sample branch (None where a block has none)."""
+        return self.method.sample_prompts(batch_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm embeddings (B, E): the sample branch only, as at evaluation."""
@@ -167,19 +144,22 @@ class PromptedViT(nn.Module):
         # Both passes start from the same patch tokens (the prompts join inside the blocks): embed once.
         tokens = self.embed_patches(images)
         embeddings = self.head(self.encode(images, self.sample_prompts(images.shape[0]), tokens))
-        classes, inverse = groups.classes, groups.inverse
+        semantic = self.semantic.head(self.encode(images, self._proxy_pass_prompts(images, groups), tokens))
+        fresh = self.semantic.accumulate(semantic, groups)
+        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, groups.classes), semantic)
+
+    def _proxy_pass_prompts(self, images: torch.Tensor, groups: BatchClasses) -> list[Optional[torch.Tensor]]:
+        """Per block, each image's class prompts (after the sample prompts with ``proxy_prompts: class+sample``)."""
         bank = self.semantic.bank
         class_rows = bank.gather(groups.classes_on(bank.storage_device), images.device)
         sample = self.sample_prompts(images.shape[0]) if self.cfg.proxy_prompts == "class+sample" else None
         layer_prompts = []
         for i, rows in enumerate(class_rows):
-            prompts = None if rows is None else rows.index_select(0, inverse)
+            prompts = None if rows is None else rows.index_select(0, groups.inverse)
             if sample is not None and sample[i] is not None:
                 prompts = sample[i] if prompts is None else torch.cat([sample[i], prompts], dim=1)
             layer_prompts.append(prompts)
-        semantic = self.semantic.head(self.encode(images, layer_prompts, tokens))
-        fresh = self.semantic.accumulate(semantic, groups)
-        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, classes), semantic)
+        return layer_prompts
 
     def current_proxies(self) -> torch.Tensor:
         """The proxies as they stand (stored states for vptsp), without a forward."""
