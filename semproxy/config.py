@@ -9,15 +9,14 @@ the paper code's CUB-200 ViT-S/16 setting (method.md section 4).
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 
+from .atomic import write_text_atomic
 from .typed_config import (ConfigError, field_names, fields_with_role, knob, parse_scalar, read_yaml, short,
                            unknown_key, validate)
 
@@ -265,12 +264,5 @@ class Config:
 
     def dump(self, path: str | Path, header: str = "") -> Path:
         """Write YAML atomically (temporary file, then rename); ``header`` lines become comments."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-        text = comments + yaml.safe_dump(self.to_mapping(), sort_keys=False)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, comments + yaml.safe_dump(self.to_mapping(), sort_keys=False))

@@ -108,3 +108,23 @@ def test_an_upward_or_sideways_import_is_caught(module, source, expected):
 def test_a_downward_import_and_an_executable_pass():
     assert violations({"semproxy.search.runner": ("from ..models import build_model\n", False),
                        "semproxy.data.__main__": ("from semproxy.cli.data import main\n", False)}) == []
+
+
+@pytest.mark.parametrize("command", ["semproxy.cli.tune", "semproxy.cli.train", "semproxy.cli.evaluate",
+                                     "semproxy.cli.data", "semproxy.cli.params"])
+def test_every_command_answers_help(command, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(command).main(["--help"])
+    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_points_still_run():
+    """``python -m semproxy.train`` (a package's __main__ since the commands moved to semproxy.cli)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "semproxy.train", "--help"], capture_output=True, text=True,
+                          cwd=PACKAGE.parent, timeout=120)
+    assert done.returncode == 0 and "python -m semproxy.train" in done.stdout, done.stderr[-2000:]
