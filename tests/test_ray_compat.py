@@ -5,6 +5,7 @@ import ray
 from ray.tune.schedulers import ASHAScheduler
 
 from semproxy.search import ray_compat
+from semproxy.search.objectives import parse_objectives
 from semproxy.search.searcher import build_searcher
 
 
@@ -25,7 +26,8 @@ def test_optuna_searcher_accessors_follow_a_trial():
     def space(trial) -> None:
         trial.suggest_float("lr", 1e-3, 1e-1, log=True)
 
-    searcher = build_searcher(space, name="tpe", seed=0, metric="m", mode="max", max_t=3, starts=None)
+    searcher = build_searcher(space, name="tpe", seed=0, objectives=parse_objectives("map_at_r"), max_t=3,
+                              starts=None)
     searcher.set_search_properties(None, None, {})
     config = searcher.suggest("t1")
     assert ray_compat.optuna_trial(searcher, "t1").params["lr"] == config["lr"]

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 from ray.tune.search.optuna import OptunaSearch
@@ -79,6 +81,15 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     # each knows the epoch it was stopped at
     assert sorted(max(t.intermediate_values) for t in pruned) == sorted(r.epochs for r in stopped)
+    # the same study is a database in the run folder: every trial, its Tune id, epochs and where it stopped
+    stored = optuna.load_study(study_name="e2e", storage=f"sqlite:///{run / 'study.db'}")
+    by_id = {r.trial_id: r for r in rows}
+    assert len(stored.trials) == 6 and {t.user_attrs["tune_trial_id"] for t in stored.trials} == set(by_id)
+    for trial in stored.trials:
+        row = by_id[trial.user_attrs["tune_trial_id"]]
+        assert sorted(trial.intermediate_values) == list(range(1, row.epochs + 1))
+        assert trial.user_attrs.get("stopped_at_epoch") == (row.epochs if row.epochs < 4 else None)
+        assert trial.user_attrs["trainable_params"] > 0 and trial.user_attrs["step_ms"] > 0
     # TensorBoard: validation MAP@R for every trial, hyperparameters for the hparams view
     for row in rows:
         tags = _tb_tags(row.path)
@@ -122,6 +133,31 @@ def test_the_median_rule_and_random_search_run_a_search(ray_session, space, tmp_
     assert len(rows) == 4 and all(r.status == "TERMINATED" for r in rows)
     record = SearchRecord.read(tmp_path / "runs" / "median")
     assert (record.settings["scheduler"], record.settings["searcher"]) == ("median", "random")
+
+
+def test_a_two_objective_search_draws_optunas_pareto_front_and_exports_its_points(ray_session, tmp_path, capsys):
+    space = tmp_path / "mo.yaml"
+    space.write_text("params:\n  method: {choice: [linear, vpt]}\n"
+                     "  num_prompts: {choice: [1, 16], when: {method: vpt}}\n"
+                     "  prompt_depth: {choice: [2, 12], when: {method: vpt}}\n  lr: {loguniform: [0.001, 0.02]}\n")
+    args = _common(tmp_path, space, "mo") + ["--num-samples", "5", "--max-epochs", "2", "--grace-period", "1",
+                                             "--objectives", "map_at_r,trainable_params", "--max-concurrent", "2"]
+    assert tune_main(args) == 0
+    run = tmp_path / "runs" / "mo"
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{run / 'study.db'}")
+    front = {t.number for t in study.best_trials}
+    assert front and len(study.directions) == 2
+    assert all(t.state.name == "COMPLETE" for t in study.trials if t.number in front)  # stopped trials: PRUNED
+    page = (run / "report" / "report.html").read_text()
+    drawn = {int(n) for n in re.findall(r"<tr><td>(\d+)</td>", page.split("id='pareto-front'")[1].split("</table>")[0])}
+    assert drawn == front
+    assert tune_main(["export", str(run), "-o", str(tmp_path / "first.yaml"), "--pareto-index", "0"]) == 0
+    assert "Pareto-front point" in (tmp_path / "first.yaml").read_text()
+    smallest = min(t.values[1] for t in study.best_trials)
+    assert tune_main(["export", str(run), "-o", str(tmp_path / "small.yaml"), "--max-params", str(smallest)]) == 0
+    chosen = next(t for t in study.best_trials if t.values[1] == smallest)
+    assert f"trial {chosen.user_attrs['tune_trial_id']}" in (tmp_path / "small.yaml").read_text()
+    assert tune_main(["export", str(run), "-o", str(tmp_path / "x.yaml"), "--pareto-index", "99"]) == 2
 
 
 def test_gpu_request_beyond_the_cluster_is_refused(ray_session, space, tmp_path, capsys):

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from processes import descendants, listening_sockets
@@ -140,3 +141,7 @@ def test_an_interrupted_search_says_so_listens_on_loopback_and_resumes_only_as_i
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run / "best_config.yaml").is_file() and "best config (final training)" in resumed.stdout
     assert len(_iterations(run)) == 4
+    # the resumed search continued the study in its database: the 4 trials once each, all finished
+    study = optuna.load_study(study_name="i", storage=f"sqlite:///{run / 'study.db'}")
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(_iterations(run))
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}

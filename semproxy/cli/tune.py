@@ -17,7 +17,7 @@ from ..config import DataConfig
 from ..search.settings import SMOKE, SearchSettings, TrialResources, flag_label
 from . import OneLineParser, run_command
 
-__all__ = ["main", "search_parser", "export_parser", "report_parser"]
+__all__ = ["main", "search_parser", "export_parser", "report_parser", "dashboard_parser"]
 
 DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["dataset"])
 
@@ -37,7 +37,8 @@ def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: s
 
 def search_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python tune.py", description=__doc__.splitlines()[0],
-                      epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR")
+                      epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR; "
+                             "python tune.py dashboard RUN_DIR")
     p.add_argument("--space", required=True, help="search-space YAML, e.g. search_spaces/vptsp.yaml")
     p.add_argument("--dataset", choices=DATASETS, help="benchmark (required; default with --smoke: synthetic)")
     p.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
@@ -46,6 +47,14 @@ def search_parser() -> argparse.ArgumentParser:
     _typed_flags(p, TrialResources, "")
     p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: <space>-<dataset>)")
     p.add_argument("--storage", help="folder where runs live, every node's when on a cluster (default: ./runs)")
+    p.add_argument("--optuna-storage", metavar="URL",
+                   help="where the Optuna study lives: sqlite:///FILE, postgresql://..., mysql://... or "
+                        "journal:FILE (default: sqlite:///RUN_DIR/study.db)")
+    p.add_argument("--warm-start", metavar="RUN_DIR|URL[#STUDY]",
+                   help="first try the best configurations of an earlier study that this space can represent "
+                        "(default: none)")
+    p.add_argument("--warm-top", type=int, default=5, metavar="K",
+                   help="how many of the earlier study's best configurations (default: %(default)s)")
     p.add_argument("--address", help="attach to this running Ray cluster; 'auto' finds one started on this "
                                      "machine with 'ray start' (default: start a local cluster on 127.0.0.1)")
     p.add_argument("--backbone", help="timm model name (default: the base config's)")
@@ -60,9 +69,26 @@ def search_parser() -> argparse.ArgumentParser:
 def export_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python tune.py export", description="Export a run's best config.")
     p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
-    p.add_argument("-o", "--output", required=True, help="YAML file to write")
+    p.add_argument("-o", "--output", required=True, help="YAML file to write (required)")
     p.add_argument("--keep-validation", action="store_true",
                    help="keep the validation split (default: train on train + validation classes)")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--max-params", type=float, metavar="N",
+                      help="multi-objective runs: the best validation MAP@R on the Pareto front with at most N "
+                           "trainable parameters (default: the best validation MAP@R)")
+    pick.add_argument("--pareto-index", type=int, metavar="I",
+                      help="multi-objective runs: the I-th point of the Pareto front, 0 = highest validation "
+                           "MAP@R (default: the best validation MAP@R)")
+    return p
+
+
+def dashboard_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python tune.py dashboard",
+                      description="Serve optuna-dashboard for a run's study (also while the search runs).")
+    p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s, this machine only)")
     return p
 
 
@@ -77,7 +103,8 @@ def _export(argv: list[str]) -> int:
     from ..search.results import export_best
 
     args = export_parser().parse_args(argv)
-    path, row = export_best(args.run_dir, args.output, final=not args.keep_validation)
+    path, row = export_best(args.run_dir, args.output, final=not args.keep_validation, max_params=args.max_params,
+                            pareto_index=args.pareto_index)
     print(f"wrote {path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f}")
     return 0
 
@@ -90,6 +117,14 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
+def _dashboard(argv: list[str]) -> int:
+    from ..search.dashboard import serve
+
+    args = dashboard_parser().parse_args(argv)
+    serve(args.run_dir, args.host, args.port)
+    return 0
+
+
 def _search(argv: list[str]) -> int:
     from ..search.runner import run_search
 
@@ -98,7 +133,7 @@ def _search(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"export": _export, "report": _report}
+    commands = {"export": _export, "report": _report, "dashboard": _dashboard}
     if argv[:1] and argv[0] in commands:
         return run_command(lambda: commands[argv[0]](argv[1:]), "nothing was written")
     return run_command(lambda: _search(argv), "resume with --resume (the same command plus --resume)")

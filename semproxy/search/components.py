@@ -16,6 +16,7 @@ from .guards import FreeSpaceGuard
 from .plan import SearchPlan, existing_folder
 from .schedulers import build_scheduler
 from .searcher import build_searcher
+from .study import open_storage
 from .trainable import train_dml
 
 __all__ = ["build_tuner"]
@@ -33,7 +34,9 @@ def build_tuner(plan: SearchPlan, data: PreparedData, concurrent: int, *, resume
             raise SearchError(f"--resume: Tune cannot restore {plan.run_dir}: {first_line(error)}") from None
     settings = plan.settings
     searcher = build_searcher(plan.space.define_by_run(), name=settings.searcher, seed=settings.seed,
-                              metric=OBJECTIVE, mode=OBJECTIVE_MODE, max_t=settings.max_epochs, starts=plan.starts)
+                              objectives=settings.objective_list, max_t=settings.max_epochs, starts=plan.starts,
+                              storage=open_storage(plan.study_url), study_name=plan.name,
+                              constraints=settings.constraint_specs)
     scheduler, keep_state = build_scheduler(settings, OBJECTIVE, OBJECTIVE_MODE)
     guard = FreeSpaceGuard(existing_folder(plan.storage), plan.free_space_margin(concurrent))
     return tune.Tuner(

@@ -18,6 +18,8 @@ from ..config import Config
 from ..errors import SearchError
 from .settings import SMOKE, SearchSettings, TrialResources, check_values, flag_label
 from .space import SearchSpace, fit_batches_to_classes, load_space
+from .study import check_new_study, open_storage, storage_url
+from .warm_start import warm_start
 
 __all__ = ["SearchPlan", "plan_search", "existing_folder", "resolve_settings", "trial_resources", "default_base_config",
            "EXPERIMENTS", "SPACES", "RECORDS_MARGIN"]
@@ -41,6 +43,7 @@ class SearchPlan:
     name: str
     storage: Path
     config_source: str  # where the base config's values come from, for errors
+    study_url: str  # the Optuna study's storage
     checkpoint_bytes: int = 0  # of the base config's model: sizes the free space a search keeps
 
     def free_space_margin(self, concurrent: int) -> int:
@@ -175,4 +178,20 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
     if published and published not in starts:
         starts.insert(0, published)  # the base config (the paper's setting) where it lies in the space
     name = args.name or f"{space.path.stem}-{dataset}"
-    return SearchPlan(space, base, settings, resources, starts, storage / name, name, storage, source)
+    plan = SearchPlan(space, base, settings, resources, starts, storage / name, name, storage, source,
+                      storage_url(storage / name, getattr(args, "optuna_storage", None)))
+    _check_study(plan, args)
+    return plan
+
+
+def _check_study(plan: SearchPlan, args: argparse.Namespace) -> None:
+    """A given storage opens and holds no study of the run's name yet (unless resuming); a warm start's
+    points join the starting points. The default SQLite file is only created when the search starts."""
+    if getattr(args, "optuna_storage", None) and not args.resume:
+        check_new_study(open_storage(plan.study_url), plan.name, plan.study_url)
+    if getattr(args, "warm_start", None) and not args.resume:
+        if args.warm_top < 1:
+            raise SearchError(f"--warm-top must be at least 1, got {args.warm_top}")
+        warm = warm_start(args.warm_start, args.warm_top, plan.space, plan.base)
+        plan.starts += [point for point in warm.points if point not in plan.starts]
+        print(warm.summary())

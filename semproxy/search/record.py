@@ -50,6 +50,7 @@ class SearchRecord:
     data: dict[str, Any]
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: Optional[str] = None
+    study: Optional[dict[str, str]] = None  # the Optuna study: {"storage": URL, "name": ...}
 
     def __post_init__(self) -> None:
         # Settings a record predates (or leaves out) read as their defaults.
@@ -114,4 +115,6 @@ class SearchRecord:
                     for key, value in sorted(self.settings.items()) if other.settings.get(key) != value]
         if (self.metric, self.mode) != (other.metric, other.mode):
             changes.append(f"objective {self.mode} {self.metric} -> {other.mode} {other.metric}")
+        if self.study and other.study and self.study.get("storage") != other.study.get("storage"):
+            changes.append(f"study storage {self.study.get('storage')} -> {other.study.get('storage')}")
         return changes

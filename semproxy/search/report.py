@@ -131,24 +131,59 @@ th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#777;font-style:italic}"""
 
 
-def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
-    """Write ``report.html`` and its PNGs into ``out_dir`` (default RUN_DIR/report); returns the page."""
-    import matplotlib
+def _plot_pareto(points) -> Optional[bytes]:
+    """Validation MAP@R against the first cost objective: every method its own colour, the front joined."""
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
+    finished = [p for p in points.points if p.values[0] == p.values[0]]  # NaN: stopped early, not comparable
+    if len(points.objectives) < 2 or not finished:
+        return None
+    cost = points.objectives[1]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    methods = sorted({str(p.params.get("method", "base config")) for p in points.points})
+    for method in methods:
+        mine = [p for p in finished if str(p.params.get("method", "base config")) == method]
+        axis.scatter([p.values[1] for p in mine], [p.values[0] for p in mine], s=24, label=method)
+    stopped = [p for p in points.points if p.values[0] != p.values[0]]
+    for p in stopped:
+        axis.axvline(p.values[1], color="lightgrey", lw=0.6, zorder=0)
+    front = sorted(points.front, key=lambda p: p.values[1])
+    axis.plot([p.values[1] for p in front], [p.values[0] for p in front], color="black", lw=1, marker="o",
+              mfc="none", ms=9, label="Pareto front")
+    axis.set_xlabel(cost.label + (" (log)" if cost.name == "trainable_params" else ""))
+    if cost.name == "trainable_params":
+        axis.set_xscale("log")
+    axis.set_ylabel("validation MAP@R")
+    axis.set_title("Accuracy against cost; grey lines: the cost of trials stopped early")
+    axis.legend(fontsize=7)
+    return _png(figure)
+
+
+def _pareto_section(run_dir: Path, record: SearchRecord) -> tuple[list[tuple[str, str, Optional[bytes]]], str]:
+    """The Pareto figure and the front as a list (multi-objective runs only)."""
+    if "," not in record.settings.get("objectives", "map_at_r"):
+        return [], ""
+    from .pareto import read_study_points
+
+    points = read_study_points(run_dir)
+    names = [o.label for o in points.objectives]
+    rows = "".join(f"<tr><td>{p.number}</td><td>{html.escape(str(p.tune_trial_id))}</td>"
+                   + "".join(f"<td>{v:.4g}</td>" for v in p.values) + "</tr>" for p in points.front)
+    table = (f"<h2>Pareto front</h2><p>Trials no other finished trial beats on every objective (Optuna's "
+             f"<code>study.best_trials</code>); pick one with <code>tune.py export --pareto-index I</code> or "
+             f"<code>--max-params N</code>.</p><table id='pareto-front'><thead><tr><th>study trial</th><th>trial</th>"
+             + "".join(f"<th>{html.escape(n)}</th>" for n in names) + f"</tr></thead><tbody>{rows}</tbody></table>")
+    return [("pareto", "Accuracy against cost", _plot_pareto(points))], table
+
+
+def _figures(rows, curves, record: SearchRecord) -> list[tuple[str, str, Optional[bytes]]]:
+    """(file key, title, PNG or None) of every view of the trials."""
     from optuna.visualization import matplotlib as ovm
 
-    run_dir = Path(run_dir).resolve()
-    record = SearchRecord.read(run_dir)
-    rows = read_trials(run_dir)
-    out = Path(out_dir or run_dir / "report")
-    out.mkdir(parents=True, exist_ok=True)
-    curves = {r.trial_id: r.curve for r in rows if r.curve}
-    study = report_study(rows, curves, record.space_resolved)
     settings = record.settings
+    study = report_study(rows, curves, record.space_resolved)
     rungs = asha_rungs(curves, settings) if settings.get("scheduler", "asha") == "asha" else {}
-    figures: list[tuple[str, str, Optional[bytes]]] = [
-        ("curves", "Learning curves and ASHA rungs", _plot_curves(curves, rungs, settings["reduction_factor"]))]
+    figures = [("curves", "Learning curves and ASHA rungs", _plot_curves(curves, rungs, settings["reduction_factor"]))]
     if study.trials:
         figures += [
             ("history", "Optimisation history (every trial, at its best reported MAP@R)",
@@ -157,6 +192,21 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
             ("parallel", "Parallel coordinates", _optuna_plot(ovm.plot_parallel_coordinate, study)),
             ("slice", "Slice view", _optuna_plot(ovm.plot_slice, study)),
         ]
+    return figures
+
+
+def _summary(rows, settings: dict) -> str:
+    best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
+    finished, complete = search_progress(rows, int(settings.get("num_samples", 0)))
+    partial = ("" if complete else f"<p><b>Partial search</b>: {finished} of {settings.get('num_samples')} trials "
+               f"finished (interrupted or still running; continue it with <code>--resume</code>).</p>")
+    return partial + (f"<p>{len(rows)} trials: " + ", ".join(
+        f"{sum(r.status == s for r in rows)} {s.lower()}" for s in sorted({r.status for r in rows})) + ". "
+        + (f"Best: trial <b>{best.trial_id}</b>, validation MAP@R <b>{best.best_map_at_r:.4f}</b> at epoch "
+           f"{best.best_epoch}.</p>" if best else "No trial has reported yet.</p>"))
+
+
+def _image_sections(figures, out: Path) -> list[str]:
     sections = []
     for key, title, png in figures:
         if png is None:
@@ -165,23 +215,32 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
         (out / f"{key}.png").write_bytes(png)
         data = base64.b64encode(png).decode()
         sections.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>")
+    return sections
+
+
+def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
+    """Write ``report.html`` and its PNGs into ``out_dir`` (default RUN_DIR/report); returns the page."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_dir = Path(run_dir).resolve()
+    record = SearchRecord.read(run_dir)
+    rows = read_trials(run_dir)
+    out = Path(out_dir or run_dir / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {r.trial_id: r.curve for r in rows if r.curve}
+    pareto_figures, pareto_table = _pareto_section(run_dir, record)
+    sections = _image_sections(pareto_figures + _figures(rows, curves, record), out)
     best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
     best_config = (run_dir / "best_config.yaml").read_text() if (run_dir / "best_config.yaml").is_file() else ""
-    finished, complete = search_progress(rows, int(settings.get("num_samples", 0)))
-    partial = ("" if complete else f"<p><b>Partial search</b>: {finished} of {settings.get('num_samples')} trials "
-               f"finished (interrupted or still running; continue it with <code>--resume</code>).</p>")
-    summary = partial + (f"<p>{len(rows)} trials: " + ", ".join(
-        f"{sum(r.status == s for r in rows)} {s.lower()}" for s in sorted({r.status for r in rows})) + ". "
-        + (f"Best: trial <b>{best.trial_id}</b>, validation MAP@R <b>{best.best_map_at_r:.4f}</b> at epoch "
-           f"{best.best_epoch}.</p>" if best else "No trial has reported yet.</p>"))
     shown = {k: getattr(record, k) for k in ("command", "space", "settings", "metric", "backbone", "data", "versions",
-                                             "git_commit")}
+                                             "git_commit", "study")}
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>semproxy search report: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>
-<h1>Search report: {html.escape(run_dir.name)}</h1>{summary}
+<h1>Search report: {html.escape(run_dir.name)}</h1>{_summary(rows, record.settings)}
 <h2>Trials (best first)</h2>{_table_html(rows)}
 <h2>Best config</h2><pre>{html.escape(best_config or json.dumps(best.params if best else {}, indent=2))}</pre>
-{''.join(sections)}
+{pareto_table}{''.join(sections)}
 <h2>Run record</h2><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre>
 </body></html>"""
     page_path = out / "report.html"

@@ -202,18 +202,37 @@ def format_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True) -> tuple[Path, TrialRow]:
-    """Write the best trial's full config; ``final`` turns the validation split off and test evaluation on."""
+def _chosen_row(run_dir: Path, rows: list[TrialRow], max_params: Optional[float],
+                pareto_index: Optional[int]) -> tuple[TrialRow, str]:
+    """The trial to export and how it was chosen: the best validation MAP@R, or a Pareto-front point."""
+    if max_params is None and pareto_index is None:
+        return best_trial(rows), "Best trial"
+    from .pareto import choose, read_study_points
+
+    point = choose(read_study_points(run_dir), max_params=max_params, pareto_index=pareto_index)
+    row = next((r for r in rows if r.trial_id == point.tune_trial_id), None)
+    if row is None:
+        raise ConfigError(f"{run_dir}: the study's trial {point.number} has no trial folder")
+    values = ", ".join(f"{v:.4g}" for v in point.values)
+    return row, f"Pareto-front point {point.number} ({values})"
+
+
+def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True, max_params: Optional[float] = None,
+                pareto_index: Optional[int] = None) -> tuple[Path, TrialRow]:
+    """Write the best trial's full config; ``final`` turns the validation split off and test evaluation on.
+
+    In a multi-objective run ``max_params`` or ``pareto_index`` picks a point of the Pareto front instead.
+    """
     run_dir = Path(run_dir).resolve()
     record = SearchRecord.read(run_dir)
     rows = read_trials(run_dir)
-    row = best_trial(rows)
+    row, chosen = _chosen_row(run_dir, rows, max_params, pareto_index)
     config = record.base_config(str(run_dir / RECORD_FILE)).replace(row.params, where=f"{row.path}/params.json")
     if final:
         config = config.replace({"val_fraction": 0.0, "test_eval": True})
     finished, complete = search_progress(rows, int(record.settings.get("num_samples", 0)))
     header = "\n".join([
-        f"Best trial {row.trial_id} of the search in {run_dir}",
+        f"{chosen}: trial {row.trial_id} of the search in {run_dir}",
         f"validation MAP@R {row.best_map_at_r:.4f} at epoch {row.best_epoch} (R@1 {row.recall_at_1:.4f})",
         *([] if complete else [f"PARTIAL search: {finished} of {record.settings.get('num_samples')} trials finished"]),
         f"space: {record.space}",

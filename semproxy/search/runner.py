@@ -69,7 +69,7 @@ def _record(plan: SearchPlan, data: PreparedData, backbone_sha256: str) -> Searc
         space_resolved=[dataclasses.asdict(p) for p in plan.space.params], base=plan.base.to_mapping(),
         settings=plan.settings.to_mapping(), starts=plan.starts, metric=OBJECTIVE, mode=OBJECTIVE_MODE,
         backbone={"name": plan.base.model.backbone, "sha256": backbone_sha256}, data=data.fingerprint,
-        versions=package_versions(), git_commit=git_commit())
+        versions=package_versions(), git_commit=git_commit(), study={"storage": plan.study_url, "name": plan.name})
 
 
 def _check_resume(plan: SearchPlan, record: SearchRecord) -> None:
@@ -228,7 +228,9 @@ def run_search(args: argparse.Namespace) -> int:
         tuner = build_tuner(plan, checked.data, concurrent, resume=args.resume)
         if not args.resume:
             checked.record.write(plan.run_dir)
+        objectives = " and ".join(o.label for o in plan.settings.objective_list)
         print(f"search {plan.name}: {plan.settings.num_samples} trials x up to {plan.settings.max_epochs} epochs, "
-              f"{concurrent} at a time, {plan.settings.scheduler} on {checked.record.metric}")
+              f"{concurrent} at a time, {plan.settings.scheduler} on {checked.record.metric}, optimising {objectives}")
         print(f"TensorBoard: tensorboard --logdir {plan.run_dir}")
+        print(f"live dashboard: python tune.py dashboard {plan.run_dir}   (the study: {plan.study_url})")
         return summarise(plan, concurrent) if run(tuner, plan) else 1

@@ -8,22 +8,25 @@ names to samplers, so adding one is a registration.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, Optional
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from .objectives import COSTS, Constraint, Objective
 from .ray_compat import is_completed, mark_completed, optuna_study, optuna_trial
 
 __all__ = ["PruningAwareOptunaSearch", "SAMPLERS", "register_sampler", "make_sampler", "build_searcher"]
 
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {}
+SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
+SAMPLERS: dict[str, SamplerFactory] = {}
 
 
 def register_sampler(name: str) -> Callable:
-    """Register a function ``seed -> optuna sampler`` under ``name`` (a ``searcher`` setting's value)."""
-    def register(factory: Callable[[int], optuna.samplers.BaseSampler]) -> Callable:
+    """Register ``seed -> optuna sampler`` under ``name`` (a ``searcher`` setting)."""
+    def register(factory: SamplerFactory) -> SamplerFactory:
         SAMPLERS[name] = factory
         return factory
     return register
@@ -31,7 +34,8 @@ def register_sampler(name: str) -> Callable:
 
 @register_sampler("tpe")
 def _tpe(seed: int) -> optuna.samplers.TPESampler:
-    """TPE, seeded, multivariate and grouped (conditional parameters form their own groups)."""
+    """TPE, seeded, multivariate and grouped (conditional parameters form their own groups); with
+    several objectives Optuna's TPE models the objective vector, and it avoids trials' broken constraints."""
     with warnings.catch_warnings():  # multivariate and group are marked experimental, and are what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
@@ -39,7 +43,7 @@ def _tpe(seed: int) -> optuna.samplers.TPESampler:
 
 @register_sampler("random")
 def _random(seed: int) -> optuna.samplers.RandomSampler:
-    """Uniform random sampling of the space, seeded (the baseline TPE has to beat)."""
+    """Uniform random sampling of the space, seeded (the baseline TPE has to beat; ignores constraints)."""
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -48,36 +52,74 @@ def make_sampler(seed: int, name: str = "tpe") -> optuna.samplers.BaseSampler:
 
 
 class PruningAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that records trials stopped before their last epoch as PRUNED.
+    """OptunaSearch that records trials stopped before their last epoch as PRUNED, and what they cost.
 
-    A trial's last epoch is ``max_t``, or its own ``epochs`` where the space samples that.
+    A trial's last epoch is ``max_t``, or its own ``epochs`` where the space samples that. Each Optuna
+    trial carries its Tune trial id and, when it ends, the epochs it ran, the epoch it was stopped at
+    (if it was), its measured costs, its node and its constraint violations as user attributes, so
+    the study database says what happened without Ray's files. With several objectives, a trial
+    stopped early is PRUNED too: it ran fewer epochs than the others, so its values are not
+    comparable, and it is not on the Pareto front (Optuna reports no intermediate values then).
     """
 
-    def __init__(self, *args, max_t: int, **kwargs) -> None:
+    def __init__(self, *args, max_t: int, constraints: tuple[Constraint, ...] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._max_t = max_t
+        self._max_t, self._constraints = max_t, tuple(constraints)
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        config = super().suggest(trial_id)
+        if config is not None:
+            optuna_trial(self, trial_id).set_user_attr("tune_trial_id", trial_id)
+        return config
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         # A trial's own length is its sampled 'epochs' where the space samples it, else max_t.
         planned = ((result or {}).get("config") or {}).get("epochs", self._max_t)
         stopped_early = (not error and result is not None
                          and result.get("training_iteration", planned) < planned)
-        if not stopped_early or is_completed(self, trial_id):
+        if is_completed(self, trial_id):
             return super().on_trial_complete(trial_id, result, error)
         trial = optuna_trial(self, trial_id)
-        if self.metric in result:
-            # Tune skips on_trial_result for the result that made the scheduler stop the trial;
-            # without it Optuna would know nothing of where the trial stood. (A reported step is ignored.)
+        if result:
+            self._record(trial, result, stopped_early)
+        if result and isinstance(self.metric, str) and self.metric in result:
+            # Tune calls on_trial_result for every result but a trial's last (the one that made the
+            # scheduler stop it, or its final epoch): report it too, so the study holds every epoch.
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+                warnings.simplefilter("ignore")  # a step reported already is ignored, with a warning
                 trial.report(result[self.metric], result["training_iteration"])
+        if not stopped_early:
+            return super().on_trial_complete(trial_id, result, error)
         optuna_study(self).tell(trial, state=optuna.trial.TrialState.PRUNED)
         mark_completed(self, trial_id)
         return None
 
+    def _record(self, trial: Any, result: dict, stopped_early: bool) -> None:
+        """The trial's outcome as user attributes of its Optuna trial."""
+        attrs = {key: result[key] for key in (*COSTS, "node_id") if key in result}
+        attrs["epochs"] = result.get("training_iteration")
+        if stopped_early:
+            attrs["stopped_at_epoch"] = result.get("training_iteration")
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        for constraint in self._constraints:  # > 0: broken; Optuna's samplers and best_trials read them
+            trial.set_constraint(str(constraint), constraint.violation(float(result.get(constraint.metric, math.inf))))
 
-def build_searcher(define_by_run: Callable, *, name: str, seed: int, metric: str, mode: str, max_t: int,
-                   starts: Optional[list[dict[str, Any]]]) -> PruningAwareOptunaSearch:
-    """The searcher ``name`` (a key of :data:`SAMPLERS`) over a define-by-run space."""
+
+def build_searcher(define_by_run: Callable, *, name: str, seed: int, objectives: tuple[Objective, ...],
+                   max_t: int, starts: Optional[list[dict[str, Any]]], storage: Any = None,
+                   study_name: Optional[str] = None,
+                   constraints: tuple[Constraint, ...] = ()) -> PruningAwareOptunaSearch:
+    """The searcher ``name`` (a key of :data:`SAMPLERS`) over a define-by-run space.
+
+    One objective (validation MAP@R) makes a single-objective study; more make Optuna optimise the
+    vector (``metric`` and ``mode`` as lists). The study lives in ``storage`` (an Optuna storage)
+    under ``study_name``; in memory when None.
+    """
+    single = len(objectives) == 1
+    metric = objectives[0].metric if single else [o.metric for o in objectives]
+    mode = objectives[0].mode if single else [o.mode for o in objectives]
+    sampler = make_sampler(seed, name)
     return PruningAwareOptunaSearch(define_by_run, metric=metric, mode=mode, points_to_evaluate=starts or None,
-                                    sampler=make_sampler(seed, name), max_t=max_t)
+                                    sampler=sampler, max_t=max_t, storage=storage, study_name=study_name,
+                                    constraints=constraints)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
 from ..typed_config import ConfigError, field_names, knob, validate
+from .objectives import Constraint, Objective, parse_constraints, parse_objectives
 
 __all__ = ["SearchSettings", "TrialResources", "SMOKE", "flag_label", "check_values"]
 
@@ -34,12 +35,17 @@ class SearchSettings:
                                         "(every trial runs to the end)")
     searcher: Searcher = knob("tpe", "how trials are sampled: tpe (Optuna's TPE) or random")
     seed: int = knob(0, "seed of the TPE sampler", low=0, high=2**32 - 1)
+    objectives: str = knob("map_at_r", "what the search optimises: map_at_r, then any costs the trials measure "
+                                       "(trainable_params, step_ms, peak_mem_mb), comma-separated")
+    constraints: str = knob("", "constraints on reported values, e.g. 'trainable_params<=1e6', comma-separated")
 
     def check(self, where: str, sources: Optional[dict[str, str]] = None) -> "SearchSettings":
         """Validate each value and the combination; ``sources`` names where each value came from."""
         validate(self, where=where)
+        said = sources or {}
+        parse_objectives(self.objectives, said.get("objectives", where))
+        parse_constraints(self.constraint_list, said.get("constraints", where))
         if self.scheduler != "fifo" and self.grace_period > self.max_epochs:
-            said = sources or {}
             raise ConfigError(f"grace_period {self.grace_period} ({said.get('grace_period', 'default')}) exceeds "
                               f"max_epochs {self.max_epochs} ({said.get('max_epochs', 'default')}): the "
                               f"{self.scheduler} scheduler could never stop a trial")
@@ -47,6 +53,19 @@ class SearchSettings:
 
     def to_mapping(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def constraint_list(self) -> list[str]:
+        return [c for c in self.constraints.split(",") if c.strip()]
+
+    @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        """The objectives, validation MAP@R first (the one the scheduler stops trials on)."""
+        return parse_objectives(self.objectives)
+
+    @property
+    def constraint_specs(self) -> tuple[Constraint, ...]:
+        return parse_constraints(self.constraint_list)
 
 
 #: The CI-sized search of ``tune.py --smoke``.

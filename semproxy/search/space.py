@@ -104,6 +104,11 @@ class SearchSpace:
 
     def point_in_space(self, point: dict[str, Any]) -> Optional[dict[str, Any]]:
         """The part of ``point`` this space samples, or None when some value lies outside it."""
+        chosen, _ = self.locate(point)
+        return chosen
+
+    def locate(self, point: dict[str, Any]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+        """(the part of ``point`` this space samples, None) or (None, why it does not lie in the space)."""
         values = {**self.fixed}
         chosen = {}
         for spec in self.sampled:
@@ -111,9 +116,10 @@ class SearchSpace:
                 continue
             value = point.get(spec.name)
             if not spec.contains(value):
-                return None
+                shown = "missing" if spec.name not in point else short(value)
+                return None, f"{spec.name} {shown} is not in {spec.kind} {short(list(spec.args))}"
             values[spec.name] = chosen[spec.name] = value
-        return chosen
+        return chosen, None
 
 
 def fit_batches_to_classes(space: SearchSpace, base: Config, num_classes: int) -> tuple[SearchSpace, list[str]]:

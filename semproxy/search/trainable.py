@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import tempfile
 from typing import Any
 
@@ -19,10 +20,11 @@ from ray import tune
 from ..checkpoint import load_checkpoint
 from ..config import Config
 from ..metric_names import SHOWN_FIRST
+from ..models import count_parameters
 from ..prepared import PreparedData
 from ..train import EpochResult, Trainer, fit
 
-__all__ = ["train_dml", "trial_device", "finite_metrics"]
+__all__ = ["train_dml", "trial_device", "finite_metrics", "measured_costs"]
 
 
 def trial_device() -> torch.device:
@@ -45,6 +47,24 @@ def finite_metrics(values: dict[str, float]) -> dict[str, float]:
     return {k: (float(v) if math.isfinite(v) else 0.0) for k, v in ordered.items()}
 
 
+def measured_costs(result: EpochResult, trainer: Trainer) -> dict[str, float]:
+    """What the epoch cost, as the objectives name it (semproxy.search.objectives.COSTS).
+
+    ``trainable_params``: learned in all classes (the paper's accounting); ``step_ms``: the mean
+    training step, waits for data excluded; ``peak_mem_mb``: the GPU allocator's peak, or the
+    process's peak resident memory on the CPU.
+    """
+    batch = trainer.config.data.batch_size
+    steps = max(1, result.images // batch)
+    params = count_parameters(trainer.model, batch // trainer.config.data.samples_per_class).learned
+    if trainer.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(trainer.device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return {"trainable_params": float(params), "step_ms": 1000 * (result.seconds - result.data_wait) / steps,
+            "peak_mem_mb": float(peak)}
+
+
 def train_dml(params: dict[str, Any], *, base: dict, data: PreparedData) -> None:
     """Train one sampled configuration, reporting every epoch."""
     # Ray logs every persisted checkpoint at INFO; forwarded to the driver, such lines trail its summary.
@@ -59,7 +79,8 @@ def train_dml(params: dict[str, Any], *, base: dict, data: PreparedData) -> None
     def report(result: EpochResult, trainer: Trainer) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(folder)
-            metrics = {**finite_metrics(result.flat()), "node_id": ray.get_runtime_context().get_node_id()}
+            metrics = {**finite_metrics({**result.flat(), **measured_costs(result, trainer)}),
+                       "node_id": ray.get_runtime_context().get_node_id()}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     fit(config, data=data, callbacks=[report], resume_from=resume, device=trial_device(), progress=False)
