@@ -37,13 +37,13 @@ def plan(gpu: bool, args: argparse.Namespace, work: Path) -> tuple[list[str], st
     common = ["--space", str(ROOT / "search_spaces" / "vptsp.yaml"), "--dataset", "synthetic",
               "--storage", str(work / "runs"), "--name", "headline", "--scheduler", "asha"]
     if gpu:
-        cub_sized_config(work).dump(work / "headline.yaml")
+        cub_sized_config(work, compile=args.compile).dump(work / "headline.yaml")
         trials, epochs = args.trials, args.max_epochs
         return common + ["--config", str(work / "headline.yaml"), "--num-samples", str(trials), "--max-epochs",
                          str(epochs), "--gpus-per-trial", str(1 / args.per_gpu),
                          "--cpus-per-trial", str(max(1, (os.cpu_count() or 4) // args.per_gpu))], (
             f"headline: {trials} trials x <= {epochs} epochs, ViT-S/16 224 px, CUB-sized generated data, "
-            f"{args.per_gpu} trials per GPU")
+            f"{args.per_gpu} trials per GPU, compile: {args.compile}")
     trials, epochs = args.cpu_trials, args.cpu_max_epochs
     from semproxy.config import Config
 
@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--max-epochs", type=int, default=15)
     parser.add_argument("--per-gpu", type=int, default=4, help="concurrent trials per GPU")
+    parser.add_argument("--compile", choices=["off", "default", "cuda_graphs"], default="off",
+                        help="the trials' training step (the config's compile; GPU run only; default: off)")
     parser.add_argument("--cpu-trials", type=int, default=16, help="trials of the scaled-down CPU run")
     parser.add_argument("--cpu-max-epochs", type=int, default=6)
     parser.add_argument("--keep", help="keep the run (data, cache, trials) in this folder")

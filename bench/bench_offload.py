@@ -43,12 +43,12 @@ def resident(num_classes: int, offload: bool, device: torch.device, batch_classe
     bank = trainer.model.semantic.bank
     tables = {id(t) for t in bank.tables()}
     on_device = [t for t in [*trainer.model.parameters(), *trainer.model.buffers()] if t.device == device]
-    rows = bank.gather(torch.arange(batch_classes), device)
+    rows = bank.gather(torch.arange(batch_classes), device)  # every layer's rows of the batch's classes
     out = {"classes": num_classes, "offload": offload,
            "tables": _bytes(t for t in on_device if id(t) in tables),
            "other": _bytes(t for t in on_device if id(t) not in tables),
            "host_tables": _bytes(t for t in bank.tables() if t.device.type == "cpu"),
-           "gathered": _bytes(r for r in rows if r is not None), "cuda_step_peak": None}
+           "gathered": _bytes([rows]), "cuda_step_peak": None}
     if device.type == "cuda":
         out["cuda_step_peak"] = cuda_step_peak(trainer, batch_classes)
     return out
@@ -76,11 +76,9 @@ def step_times(offload: bool, device: torch.device, steps: int) -> tuple[float, 
         classes = torch.randperm(100, generator=generator)[:32].sort().values
         sync(device)
         start = time.perf_counter()
-        rows = bank.gather(classes.to(bank.storage_device), device)
-        for row in rows:
-            if row is not None:
-                row.grad = torch.ones_like(row)
-        trainer.optimizers.bank.step()
+        index = classes.to(bank.storage_device)
+        rows = bank.gather(index, device)
+        trainer.optimizers.bank.update(index, [rows], [torch.ones_like(rows)])
         sync(device)
         bank_seconds.append(time.perf_counter() - start)
     return median(step_seconds), median(bank_seconds)

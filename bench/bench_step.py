@@ -1,16 +1,21 @@
-"""Training-step latency and peak memory per method: the analogue of the paper's Table 10.
+"""Training-step latency, peak device memory and dispatched operations per method: the paper's Table 10.
 
-Each (method, batch) runs in its own process (so peak memory is that configuration's own): ViT-S/16
-with random weights at 224 px, 100 classes, 2 samples per class, one full training step as the
-trainer runs it: ``Trainer.step`` (forward, semantic-proxy pass where the method has one with the
-class grouping built on the host, Proxy-Anchor, backward, clipping when configured, optimiser
-steps; mixed precision on a GPU as the config's ``amp`` says). Prints a table with each method's time
-relative to vpt and the share of the step spent in the GRU/EMA accumulator, then a before/after
-table for vpt and vptsp_gru with glibc's default malloc (before ``keep_freed_host_memory``), and
-writes bench/results/step.md.
+One full training step as the trainer runs it (``Trainer.step``: forward, the semantic-proxy pass where
+the method has one with the class grouping built on the host, Proxy-Anchor, backward, clipping when
+configured, both optimisers; mixed precision on a GPU as the config's ``amp`` says; through
+``torch.compile`` with ``--compile``), on ViT-S/16 with random weights at 224 px and batches of K=2
+images per class drawn from max(100, B/2) classes (CUB's 100 while a batch fits in them).
 
-    python bench/bench_step.py [--batches 32 64] [--steps 3] [--device cpu|cuda]
-    python bench/bench_step.py --pair --steps 6    # vptsp_gru / vpt alternating in one process
+Every configuration runs in this one process, one after another, each timed after a warm-up step
+(after its compilation with ``--compile``, reported apart): on a GPU the allocator's peak is reset for
+each, so its peak memory is its own; on the CPU no per-configuration peak can be read back from a
+process's maximum RSS, so that column stays empty. ``--malloc`` is the exception: glibc's thresholds
+are set once per process, so its default-malloc / freed-memory-kept comparison runs a process each.
+
+    python bench/bench_step.py [--batches 32 64] [--steps 3] [--device cpu|cuda] [--compile MODE]
+    python bench/bench_step.py --pair --steps 8            # vptsp_gru / vpt, steps alternating
+    python bench/bench_step.py --ops [--json FILE] [--before FILE] [--cpu-amp]   # aten operations per step
+    python bench/bench_step.py --malloc --batches 32 64    # CPU: default malloc vs freed memory kept
 """
 from __future__ import annotations
 
@@ -23,21 +28,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 from _tables import RESULTS, publish
 
 from semproxy.models import METHODS  # every registered method, in registration order
 
 BEFORE_AFTER = ("vpt", "vptsp_gru")
-AMP_NOTE = ", mixed precision as in training"
+VIT_S = "vit_small_patch16_224"
+PER_CLASS = 2
 
 
-def setup(method: str, batch: int, device_name: str, keep_memory: bool = True, **overrides):
+def num_classes_for(batch: int) -> int:
+    """Training classes of a bench run: CUB's 100, or enough for a batch of B/2 classes x 2."""
+    return max(100, batch // PER_CLASS)
+
+
+def setup(method: str, batch: int, device_name: str, keep_memory: bool = True, backbone: str = VIT_S,
+          **overrides):
     """One configuration's trainer and a function timing one ``trainer.step`` of it.
 
-    ViT-S/16 with random weights (seed 0), 100 classes, batches of 2 images per class; ``overrides``
-    are further config fields. Returns (trainer, step, accumulate_seconds): ``step()`` gives the
-    seconds and page faults of one step, ``accumulate_seconds`` collects the accumulator's share.
+    ``backbone`` with random weights (seed 0), :func:`num_classes_for` classes, batches of 2 images per
+    class; ``overrides`` are further config fields. Returns (trainer, step, accumulate_seconds): ``step()``
+    gives the seconds and page faults of one step, ``accumulate_seconds`` collects the accumulator's
+    share (eager steps only: a compiled step runs it inside its graph).
     """
     import torch
 
@@ -48,16 +62,19 @@ def setup(method: str, batch: int, device_name: str, keep_memory: bool = True, *
     device = torch.device(device_name)
     if keep_memory and device.type == "cpu":  # as a training run does (semproxy.train.begin_run)
         keep_freed_host_memory()
-    cfg = Config().replace({"backbone": "vit_small_patch16_224", "pretrained": False, "method": method,
-                            "adapter_layers": 7, "adapter_dim": 256, "batch_size": batch, **overrides})
+    cfg = Config().replace({"backbone": backbone, "pretrained": False, "method": method, "adapter_layers": 7,
+                            "adapter_dim": 256, "batch_size": batch, **overrides})
     torch.manual_seed(0)
-    trainer = Trainer(cfg, None, device, num_classes=100)
-    accumulate_seconds = _time_accumulator(trainer.model, device) if trainer.model.semantic is not None else []
+    classes = num_classes_for(batch)
+    trainer = Trainer(cfg, None, device, num_classes=classes, progress=False)
+    eager = cfg.optim.compile == "off" and trainer.model.semantic is not None
+    accumulate_seconds = _time_accumulator(trainer.model, device) if eager else []
     generator = torch.Generator().manual_seed(0)
+    size = trainer.model.backbone.patch_embed.img_size[0]
 
     def step() -> tuple[float, int]:
         """Seconds and page faults of one training step, as the trainer runs it."""
-        train_batch = random_batch(batch, 100, generator, device)
+        train_batch = random_batch(batch, classes, generator, device, size)
         sync(device)
         faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
@@ -68,16 +85,16 @@ def setup(method: str, batch: int, device_name: str, keep_memory: bool = True, *
     return trainer, step, accumulate_seconds
 
 
-def random_batch(batch: int, num_classes: int, generator, device):
-    """A TrainBatch of random 224 px images, 2 per class, its grouping built on the host as the loader does."""
+def random_batch(batch: int, num_classes: int, generator, device, size: int = 224):
+    """A TrainBatch of random images, 2 per class, its grouping built on the host as the loader does."""
     import torch
 
     from semproxy.data import BatchClasses
     from semproxy.data.loader import TrainBatch
 
-    classes = torch.randperm(num_classes, generator=generator)[: batch // 2]
-    labels = classes.repeat_interleave(2)
-    images = torch.randn(batch, 3, 224, 224, generator=generator)
+    classes = torch.randperm(num_classes, generator=generator)[: batch // PER_CLASS]
+    labels = classes.repeat_interleave(PER_CLASS)
+    images = torch.randn(batch, 3, size, size, generator=generator)
     return TrainBatch(images.to(device), labels.to(device), BatchClasses.from_labels(labels).to(device))
 
 
@@ -101,25 +118,69 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: bool = True) -> dict:
-    """Median step time (s), accumulator time, page faults per step and peak memory of one configuration."""
+def peak_mib(device) -> Optional[float]:
+    """The CUDA allocator's peak since its last reset, in MiB; None on the CPU (no per-configuration peak)."""
     import torch
 
-    trainer, step, accumulate_seconds = setup(method, batch, device_name, keep_memory)
-    device = trainer.device
-    runs = [step() for _ in range(steps + 1)][1:]  # the first step warms up
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def reset_peak(device) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()  # the previous configuration's trainer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def measure(method: str, batch: int, steps: int, device_name: str, keep_memory: bool = True,
+            **overrides) -> dict:
+    """Median step time (s), accumulator time, page faults per step, compile seconds and CUDA peak memory."""
+    import torch
+
+    reset_peak(torch.device(device_name))
+    trainer, step, accumulate_seconds = setup(method, batch, device_name, keep_memory, **overrides)
+    runs = [step() for _ in range(steps + 1)][1:]  # the first step warms up (and compiles)
     return {"method": method, "batch": batch, "step_s": median([t for t, _ in runs]),
             "accumulate_s": median(accumulate_seconds[1:]) if accumulate_seconds else 0.0,
-            "peak_mb": peak, "faults": median([f for _, f in runs])}
+            "compile_s": trainer.compile_seconds or 0.0, "peak_mib": peak_mib(trainer.device),
+            "faults": median([f for _, f in runs])}
 
 
-def measure_pair(batch: int, steps: int, device_name: str) -> dict:
+def measure_ops(method: str, batch: int, device_name: str, cpu_amp: bool = False, **overrides) -> dict:
+    """Aten operations (and kernels: operations that are not views) of one eager step, after a warm-up step.
+
+    ``cpu_amp``: the whole step under the CPU's bf16 autocast, a stand-in for CUDA's mixed precision
+    (which a Trainer applies to its forward on a GPU only) to count autocast's casts on a CPU machine.
+    """
+    import contextlib
+
+    import torch
+
+    from semproxy.train.ops import count_ops
+
+    reset_peak(torch.device(device_name))
+    trainer, step, _ = setup(method, batch, device_name, **overrides)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if cpu_amp else contextlib.nullcontext()
+    with amp:
+        step()
+    generator = torch.Generator().manual_seed(1)
+    size = trainer.model.backbone.patch_embed.img_size[0]
+    train_batch = random_batch(batch, num_classes_for(batch), generator, trainer.device, size)
+    with amp:
+        count = count_ops(trainer.step, train_batch)[1]
+    return {"method": method, "ops": count.total, "kernels": count.kernels, "peak_mib": peak_mib(trainer.device),
+            "casts": count.kernels_by_name["_to_copy"], "top": count.kernels_by_name.most_common(6)}
+
+
+def measure_pair(batch: int, steps: int, device_name: str, **overrides) -> dict:
     """vptsp_gru / vpt with their steps alternating in one process: the ratio least exposed to drift."""
-    vpt_step = setup("vpt", batch, device_name)[1]
-    sp_step = setup("vptsp_gru", batch, device_name)[1]
-    vpt_step(), sp_step()  # warm-up
+    vpt_step = setup("vpt", batch, device_name, **overrides)[1]
+    sp_step = setup("vptsp_gru", batch, device_name, **overrides)[1]
+    vpt_step(), sp_step()  # warm-up (and compilation)
     pairs = [(vpt_step()[0], sp_step()[0]) for _ in range(steps)]
     return {"batch": batch, "vpt_s": median([a for a, _ in pairs]), "vptsp_gru_s": median([b for _, b in pairs]),
             "ratio": median([b / a for a, b in pairs]), "ratios": [b / a for a, b in pairs]}
@@ -132,13 +193,101 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_one(method: str, batch: int, args, keep_memory: bool = True) -> dict:
-    command = [sys.executable, __file__, "--one", method, str(batch), "--steps", str(args.steps), "--device", args.device]
+def machine(device: str) -> str:
+    import torch
+
+    name = (torch.cuda.get_device_name() if device.startswith("cuda")
+            else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
+    return f"{name}, torch {torch.__version__}"
+
+
+def _mib(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
+def publish_steps(args) -> None:
+    """The latency table: every method at every batch size, in this process."""
+    overrides = {"compile": args.compile, "backbone": args.backbone}
+    results = {(m, b): measure(m, b, args.steps, args.device, **overrides) for b in args.batches for m in args.methods}
+    amp = ", mixed precision as in training" if args.device.startswith("cuda") else ""
+    lines = [f"Training step of {args.backbone} (random weights, K=2, max(100, B/2) classes), compile: "
+             f"{args.compile}, median of {args.steps} steps after a warm-up, one process, on {args.device} "
+             f"({machine(args.device)}{amp}). Peak MiB: CUDA's allocator, per configuration (empty on the CPU).", "",
+             "| method | " + " | ".join(f"B={b} step ms | B={b} / vpt | B={b} peak MiB" for b in args.batches)
+             + " | compile s | accumulator share of the step |",
+             "|---|" + "---:|---:|---:|" * len(args.batches) + "---:|---:|"]
+    for method in args.methods:
+        cells = []
+        for batch in args.batches:
+            r, vpt = results[(method, batch)], results.get(("vpt", batch))
+            cells += [f"{1000 * r['step_s']:,.1f}", f"{r['step_s'] / vpt['step_s']:.2f}" if vpt else "-",
+                      _mib(r["peak_mib"])]
+        shares = [results[(method, b)]["accumulate_s"] / results[(method, b)]["step_s"] for b in args.batches]
+        compiled = ", ".join(f"{results[(method, b)]['compile_s']:.0f}" for b in args.batches)
+        share = ", ".join(f"{100 * s:.2f}%" for s in shares) if any(shares) else "-"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {compiled if args.compile != 'off' else '-'} | {share} |")
+    publish(lines, args.out)
+
+
+def publish_ops(args) -> None:
+    """Operations per step for every method at one batch size, beside a recorded earlier run (``--before``)."""
+    batch = args.batches[0]
+    rows = [measure_ops(m, batch, args.device, args.cpu_amp, backbone=args.backbone) for m in args.methods]
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    before = {r["method"]: r for r in json.loads(Path(args.before).read_text())} if args.before else {}
+    amp = ", the step under the CPU's bf16 autocast" if args.cpu_amp else ""
+    lines = [f"Aten operations one training step dispatches (eager, the second step), {args.backbone} "
+             f"(random weights), B={batch} (K=2), SGD{amp}, on {args.device} ({machine(args.device)}). Kernels: "
+             "operations that are not views (views launch nothing); casts: autocast's _to_copy kernels. Peak MiB: "
+             "CUDA's allocator (empty on the CPU).", "",
+             "| method | ops before | kernels before | casts before | ops after | kernels after | casts after "
+             "| kernels after / before | peak MiB | most frequent kernels after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in rows:
+        old = before.get(row["method"], {})
+        ratio = f"{row['kernels'] / old['kernels']:.2f}" if old else "-"
+        top = ", ".join(f"{name} {n}" for name, n in row["top"])
+        lines.append(f"| {row['method']} | {old.get('ops', '-')} | {old.get('kernels', '-')} | {old.get('casts', '-')} "
+                     f"| {row['ops']} | {row['kernels']} | {row['casts']} | {ratio} | {_mib(row['peak_mib'])} | {top} |")
+    publish(lines, args.out)
+
+
+def publish_pairs(args) -> None:
+    overrides = {"compile": args.compile, "backbone": args.backbone}
+    lines = [f"vptsp_gru / vpt, {args.backbone} (random weights, K=2), compile: {args.compile}, steps alternating "
+             f"in one process, median of {args.steps} pairs after a warm-up pair, on {args.device} "
+             f"({machine(args.device)}).", "",
+             "| B | vpt step ms | vptsp_gru step ms | vptsp_gru / vpt (median of pair ratios) | pair ratios |",
+             "|---:|---:|---:|---:|---|"]
+    for batch in args.batches:
+        r = measure_pair(batch, args.steps, args.device, **overrides)
+        lines.append(f"| {batch} | {1000 * r['vpt_s']:,.1f} | {1000 * r['vptsp_gru_s']:,.1f} | {r['ratio']:.2f} | "
+                     f"{', '.join(f'{x:.2f}' for x in r['ratios'])} |")
+    publish(lines, args.out)
+
+
+def run_one(method: str, batch: int, args, keep_memory: bool) -> dict:
+    """One configuration in a process of its own (``--malloc``: glibc's thresholds are per process)."""
+    command = [sys.executable, __file__, "--one", method, str(batch), "--steps", str(args.steps), "--device",
+               args.device, "--backbone", args.backbone]
     run = subprocess.run(command + ([] if keep_memory else ["--default-malloc"]), capture_output=True, text=True,
                          check=True)
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    print(f"  {method} B={batch}{'' if keep_memory else ' (default malloc)'}: {result['step_s']:.2f} s", file=sys.stderr)
-    return result
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def publish_malloc(args) -> None:
+    """Default malloc vs freed host memory kept (``semproxy/host_memory.py``), for vpt and vptsp_gru."""
+    lines = [f"Before/after keeping freed host memory, {args.backbone}, median of {args.steps} steps, a process "
+             f"per cell, on cpu ({machine('cpu')}).", "",
+             "| method | B | before: step s | before: page faults per step | after: step s "
+             "| after: page faults per step | after / before |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for batch in args.batches:
+        for method in BEFORE_AFTER:
+            old, new = run_one(method, batch, args, False), run_one(method, batch, args, True)
+            lines.append(f"| {method} | {batch} | {old['step_s']:.2f} | {old['faults']:,} | {new['step_s']:.2f} "
+                         f"| {new['faults']:,} | {new['step_s'] / old['step_s']:.2f} |")
+    publish(lines, Path(args.out).with_name("step_malloc.md"))
 
 
 def main() -> None:
@@ -147,77 +296,27 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", default="off", choices=["off", "default", "cuda_graphs"],
+                        help="the config's compile mode for the timed steps (default: off)")
+    parser.add_argument("--backbone", default=VIT_S, help=f"timm ViT, random weights (default: {VIT_S})")
+    parser.add_argument("--pair", action="store_true", help="only vptsp_gru / vpt, their steps alternating")
+    parser.add_argument("--ops", action="store_true", help="aten operations per step, at the first of --batches")
+    parser.add_argument("--json", help="with --ops: also write the counts to this file")
+    parser.add_argument("--before", help="with --ops: a --json file of an earlier run, tabulated beside")
+    parser.add_argument("--cpu-amp", action="store_true",
+                        help="with --ops on the CPU: count under bf16 autocast (CUDA's mixed precision's casts)")
+    parser.add_argument("--malloc", action="store_true", help="CPU: default malloc vs freed memory kept")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "BATCH"), help=argparse.SUPPRESS)
-    parser.add_argument("--one-pair", type=int, metavar="BATCH", help=argparse.SUPPRESS)
     parser.add_argument("--default-malloc", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--pair", action="store_true",
-                        help="only vptsp_gru / vpt, their steps alternating in one process per batch size")
-    parser.add_argument("--out", default=str(RESULTS / "step.md"))
+    parser.add_argument("--out", help="the table's file (default: bench/results/step.md, step_pair.md, step_ops.md)")
     args = parser.parse_args()
-    if args.one_pair:
-        print(json.dumps(measure_pair(args.one_pair, args.steps, args.device)))
-        return
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device, not args.default_malloc)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.steps, args.device, not args.default_malloc,
+                                 backbone=args.backbone)))
         return
-    if args.pair:
-        return publish_pairs(args)
-    results, before = {}, {}
-    for batch in args.batches:
-        for method in args.methods:
-            results[(method, batch)] = run_one(method, batch, args)
-        if args.device == "cpu":
-            for method in BEFORE_AFTER:
-                before[(method, batch)] = run_one(method, batch, args, keep_memory=False)
-    import torch
-
-    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
-               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
-    lines = [f"Training step of ViT-S/16 (random weights, 224 px, 100 classes, K=2), median of {args.steps} steps "
-             f"after a warm-up, on {args.device} ({machine}{AMP_NOTE if args.device.startswith('cuda') else ''}), "
-             f"torch {torch.__version__}.", "",
-             "| method | " + " | ".join(f"B={b} step s | B={b} / vpt | B={b} peak MB" for b in args.batches)
-             + " | accumulator share of the step |",
-             "|---|" + "---:|---:|---:|" * len(args.batches) + "---:|"]
-    for method in args.methods:
-        cells = []
-        for batch in args.batches:
-            r, vpt = results[(method, batch)], results.get(("vpt", batch))
-            ratio = f"{r['step_s'] / vpt['step_s']:.2f}" if vpt else "-"
-            cells += [f"{r['step_s']:.2f}", ratio, f"{r['peak_mb']:,.0f}"]
-        shares = [results[(method, b)]["accumulate_s"] / results[(method, b)]["step_s"] for b in args.batches]
-        share = ", ".join(f"{100 * s:.2f}%" for s in shares) if any(shares) else "-"
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {share} |")
-    if before:
-        lines += ["", "Before/after keeping freed host memory (glibc malloc thresholds, `semproxy/host_memory.py`):", "",
-                  "| method | B | before: step s | before: page faults per step | after: step s "
-                  "| after: page faults per step | after / before |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for (method, batch), old in before.items():
-            new = results.get((method, batch)) or run_one(method, batch, args)
-            lines.append(f"| {method} | {batch} | {old['step_s']:.2f} | {old['faults']:,} | {new['step_s']:.2f} "
-                         f"| {new['faults']:,} | {new['step_s'] / old['step_s']:.2f} |")
-        for batch in args.batches:
-            pairs = [before.get((m, batch)) for m in BEFORE_AFTER] + [results.get((m, batch)) for m in BEFORE_AFTER]
-            if all(pairs):
-                lines.append(f"| vptsp_gru / vpt | {batch} | {pairs[1]['step_s'] / pairs[0]['step_s']:.2f} | | "
-                             f"{pairs[3]['step_s'] / pairs[2]['step_s']:.2f} | | |")
-    publish(lines, args.out)
-
-
-def publish_pairs(args) -> None:
-    import torch
-
-    lines = [f"vptsp_gru / vpt, ViT-S/16 (random weights, 224 px, 100 classes, K=2), steps alternating in one "
-             f"process, median of {args.steps} pairs after a warm-up pair, on {args.device}, torch {torch.__version__}.",
-             "", "| B | vpt step s | vptsp_gru step s | vptsp_gru / vpt (median of pair ratios) | pair ratios |",
-             "|---:|---:|---:|---:|---|"]
-    for batch in args.batches:
-        run = subprocess.run([sys.executable, __file__, "--one-pair", str(batch), "--steps", str(args.steps),
-                              "--device", args.device], capture_output=True, text=True, check=True)
-        r = json.loads(run.stdout.strip().splitlines()[-1])
-        lines.append(f"| {batch} | {r['vpt_s']:.2f} | {r['vptsp_gru_s']:.2f} | {r['ratio']:.2f} | "
-                     f"{', '.join(f'{x:.2f}' for x in r['ratios'])} |")
-    publish(lines, str(Path(args.out).with_name("step_pair.md")))
+    mode = "pair" if args.pair else "ops" if args.ops else "malloc" if args.malloc else "step"
+    args.out = args.out or str(RESULTS / {"pair": "step_pair.md", "ops": "step_ops.md"}.get(mode, "step.md"))
+    {"pair": publish_pairs, "ops": publish_ops, "malloc": publish_malloc, "step": publish_steps}[mode](args)
 
 
 if __name__ == "__main__":

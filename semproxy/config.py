@@ -122,6 +122,9 @@ class DataConfig:
     cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy",
                                     roles=(RUNTIME, CACHE))
     workers: int = knob(4, "threads that decode images into the cache", low=1, high=256, roles=(RUNTIME,))
+    device_cache_mb: int = knob(4000, "keep the training cache on the GPU when it takes at most this many MB "
+                                      "(10^6 bytes) and at most half the GPU's free memory; each trial on a GPU "
+                                      "holds its own copy; 0 = never", low=0, high=10**7, roles=(RUNTIME,))
     max_bad_fraction: float = knob(0.01, "unreadable images tolerated (skipped) before it is an error",
                                    low=0.0, high=1.0, roles=(CACHE,))
     synthetic_classes: int = knob(24, "synthetic dataset: classes (half train, half test)", low=4, high=1000,
@@ -144,6 +147,10 @@ class OptimConfig:
     warmup_epochs: int = knob(0, "linear warm-up epochs before the cosine decay", low=0, high=MAX_EPOCHS)
     grad_clip: Optional[float] = knob(None, "clip the gradient norm to this value; None = off", low=0.0)
     amp: bool = knob(True, "mixed precision on GPU (bf16 where supported, else fp16); off on CPU")
+    compile: Literal["off", "default", "cuda_graphs"] = knob(
+        "off", "run the training step (forward, loss, backward, both optimisers) as one torch.compile graph: "
+               "'default' (Inductor), 'cuda_graphs' (mode reduce-overhead: replayed as CUDA graphs, GPU only); "
+               "compiled once per run, its seconds reported as compile_seconds", roles=(RUNTIME,))
     seed: int = knob(0, "seed of initialisation, sampling and augmentation (numpy's range)", low=0,
                      high=2**32 - 1)
 
@@ -221,6 +228,9 @@ class Config:
         if self.optim.warmup_epochs >= self.optim.epochs and self.optim.warmup_epochs:
             raise ConfigError(f"{where}: warmup_epochs {self.optim.warmup_epochs} must be below epochs "
                               f"{self.optim.epochs}")
+        if self.optim.compile != "off" and self.model.offload_class_prompts:
+            raise ConfigError(f"{where}: key 'compile' is '{self.optim.compile}' but offload_class_prompts keeps "
+                              f"the class prompts on the host, outside a compiled step; use one of them")
         check_device(self.eval.device, where)
         return self
 

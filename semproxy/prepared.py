@@ -14,9 +14,9 @@ import torch
 from timm.models import get_pretrained_cfg
 
 from .config import Config, ModelConfig
-from .data.cache import EvalImageCache, TrainImageCache, build_eval_cache, build_train_cache
+from .data.cache import DeviceTrainImages, EvalImageCache, TrainImageCache, build_eval_cache, build_train_cache
 from .data.datasets import get_dataset, load_benchmark
-from .data.loader import TrainLoader
+from .data.loader import TrainLoader, choose_path
 from .data.readers import synthetic
 from .data.splits import make_splits
 from .data.transforms import BatchAugment, eval_resize_for
@@ -67,9 +67,12 @@ class PreparedData:
     fingerprint: dict
 
     def train_loader(self, config: Config, device: torch.device) -> TrainLoader:
+        """The training loader of a run on ``device``; its ``path`` records how batches are made:
+        the cache held on a GPU when it fits ``device_cache_mb`` (see :func:`choose_path`)."""
         augment = BatchAugment(self.image.size, self.image.mean, self.image.std, config.data.interpolation)
+        path = choose_path(DeviceTrainImages.nbytes(self.train), device, config.data.device_cache_mb)
         return TrainLoader(self.train, config.data.batch_size, config.data.samples_per_class, augment,
-                           device=device, seed=config.optim.seed)
+                           device=device, seed=config.optim.seed, path=path)
 
 
 def prepare_data(config: Config, *, with_test: bool = False, progress: bool = True) -> PreparedData:

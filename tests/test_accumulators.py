@@ -121,7 +121,7 @@ def test_class_plus_sample_prompts_feed_the_proxy_pass(batch):
         probe = torch.randn(out.semantic.shape[1], generator=torch.Generator().manual_seed(1))
         (out.semantic @ probe).sum().backward()
         outputs[mode] = (out.semantic.detach(), model.prompts.prompts["0"].grad)
-    assert outputs["class"][1] is None
+    assert outputs["class"][1] is None or not outputs["class"][1].any()  # in the batch, not in the proxy pass
     assert outputs["class+sample"][1] is not None and outputs["class+sample"][1].abs().sum() > 0
     assert not torch.allclose(outputs["class"][0], outputs["class+sample"][0])
 

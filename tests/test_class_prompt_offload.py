@@ -1,6 +1,8 @@
 """The class-prompt bank's row-sparse optimiser and host offload (method.md section 2, last paragraph)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -156,24 +158,27 @@ def test_offload_on_gpu_keeps_the_bank_in_pinned_host_memory():
 
 
 @pytest.mark.gpu
-def test_a_training_step_with_a_host_built_grouping_never_waits_for_the_gpu():
-    from semproxy.config import OptimConfig
-    from semproxy.losses import ProxyAnchorLoss
-    from semproxy.models import BatchClasses
-    from semproxy.optim import build_optimizers
+@pytest.mark.parametrize("compile", ["off", "cuda_graphs"])
+def test_a_training_step_with_a_host_built_grouping_never_waits_for_the_gpu(compile):
+    """Trainer.step, eager and as a replayed CUDA graph, after warm-up steps (compiling and recording)."""
+    from semproxy.config import Config
+    from semproxy.data import BatchClasses
+    from semproxy.data.loader import TrainBatch
+    from semproxy.train import Trainer
 
     torch.manual_seed(0)
-    model = build_model(micro_config(method="vptsp_gru"), NUM_CLASSES).cuda().train()
-    optimizers = build_optimizers(model, OptimConfig(optimizer="adamw"))
+    model = dataclasses.asdict(micro_config(method="vptsp_gru"))
+    config = Config().replace({**model, "optimizer": "adamw", "batch_size": 6, "compile": compile})
+    trainer = Trainer(config, None, torch.device("cuda"), num_classes=NUM_CLASSES)
     labels = torch.tensor([1, 1, 4, 4, 5, 5])  # classes of a 6-class model
     groups = BatchClasses.from_labels(labels).pin_memory().to("cuda", non_blocking=True)
     images = torch.randn(6, 3, 32, 32).pin_memory().to("cuda", non_blocking=True)
-    labels = labels.pin_memory().to("cuda", non_blocking=True)
+    batch = TrainBatch(images, labels.pin_memory().to("cuda", non_blocking=True), groups)
+    for _ in range(3):
+        trainer.step(batch)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = model.forward_train(images, labels, groups)
-        ProxyAnchorLoss()(out.embeddings, labels, out.proxies).loss.backward()
-        optimizers.step()
+        trainer.step(batch)
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -144,6 +144,7 @@ def test_final_training_command_and_evaluate(workdir, capsys):
     assert "caching" not in printed.err  # --no-progress: not even the image caches' bars
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["data"]["val_fraction"] == 0.0 and len(metrics["history"]) == 2
+    assert metrics["data_path"].startswith("host-crops (")  # the CPU's path, with its reason
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     before = (out / "metrics.json").read_bytes()
     assert final_main(args) == 2  # refuses to overwrite

@@ -58,8 +58,9 @@ def _clip_(grads: list[torch.Tensor], max_norm: Optional[float]) -> None:
 class ReferenceStep:
     """The training step written out, its optimisers kept from one step to the next.
 
-    The class-prompt rows of the batch's classes are torch parameters of their own, updated by
-    torch's optimiser and written back into the tables (the batches here always hold the same classes).
+    The class-prompt rows of the batch's classes (every layer's, side by side) are a torch parameter of
+    their own, updated by torch's optimiser and written back into the per-layer tables (the batches
+    here always hold the same classes).
     """
 
     def __init__(self, model: PromptedViT, config: Config) -> None:
@@ -67,7 +68,7 @@ class ReferenceStep:
         encoder = [p for p in model.parameters() if p.requires_grad and p is not model.proxy_bias]
         self.dense = _torch_optimizer(optim, [{"params": encoder, "lr": optim.lr},
                                               {"params": [model.proxy_bias], "lr": optim.lr_proxy}])
-        self.leaves: list[nn.Parameter] = []
+        self.leaf: Optional[nn.Parameter] = None
         self.rows_optimizer: Optional[torch.optim.Optimizer] = None
 
     def __call__(self, batch: TrainBatch) -> ProxyAnchorOutput:
@@ -77,25 +78,25 @@ class ReferenceStep:
         terms = ProxyAnchorLoss(loss.pa_alpha, loss.pa_delta, loss.pa_pos_norm)(out.embeddings, labels, out.proxies)
         self.dense.zero_grad()
         terms.loss.backward()
-        rows = self.model.semantic.bank.active_rows if self.model.semantic is not None else []
+        rows = [out.class_rows] if out.class_rows is not None else []
         dense = [p for p in self.model.parameters() if p.requires_grad]
         _clip_([t.grad for t in dense + rows if t.grad is not None], self.config.optim.grad_clip)
         self.dense.step()
         if rows:
-            self._step_rows(rows, groups.classes)
+            self._step_rows(rows[0], groups.classes)
         return terms
 
-    def _step_rows(self, rows: list[torch.Tensor], classes: torch.Tensor) -> None:
+    def _step_rows(self, rows: torch.Tensor, classes: torch.Tensor) -> None:
         if self.rows_optimizer is None:
-            self.leaves = [nn.Parameter(r.detach().clone()) for r in rows]
-            self.rows_optimizer = _torch_optimizer(self.config.optim, [{"params": self.leaves}])
-        for leaf, row in zip(self.leaves, rows):
-            leaf.data.copy_(row.detach())
-            leaf.grad = row.grad
+            self.leaf = nn.Parameter(rows.detach().clone())
+            self.rows_optimizer = _torch_optimizer(self.config.optim, [{"params": [self.leaf]}])
+        self.leaf.data.copy_(rows.detach())
+        self.leaf.grad = rows.grad
         self.rows_optimizer.step()
+        bank = self.model.semantic.bank
         with torch.no_grad():
-            for table, leaf in zip(self.model.semantic.bank.tables(), self.leaves):
-                table[classes] = leaf
+            for table, layer in zip(bank.tables(), [r for r in bank.layers(self.leaf) if r is not None]):
+                table[classes] = layer
 
 
 class Stepped(NamedTuple):

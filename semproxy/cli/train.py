@@ -80,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
         writer.add_scalar(name, value, config.optim.epochs)
     writer.close()
     write_json_atomic(out / "metrics.json", {"test": result.test_metrics, "config": config.to_mapping(),
-                                             "history": [h.flat() for h in result.history], "data": data.fingerprint})
+                                             "history": [h.flat() for h in result.history], "data": data.fingerprint,
+                                             "data_path": result.data_path})
     config.dump(out / "config.yaml", header=f"final training of {args.config}")
     test = result.test_metrics
     ks = ", ".join(f"R@{k} {100 * test[metric_name('test', f'recall@{k}')]:.1f}" for k in data.recall_ks)

@@ -5,6 +5,10 @@ a (classes x samples-per-class) arrangement of the batch (for the accumulator). 
 on a GPU this costs host syncs (``unique`` and the largest group size have data-dependent shapes).
 The loader therefore builds it on the host from the labels it already has, and moves the small
 index tensors with the batch: the step itself then never waits for the device.
+
+With the class-balanced sampler every batch holds G classes of exactly K samples: ``mask`` is then
+None and ``arrange`` a gather and a reshape, whatever the batch. A compiled step relies on that
+(:meth:`BatchClasses.check_shape`): the grouping's structure is a property of the run, never of a batch.
 """
 from __future__ import annotations
 
@@ -62,15 +66,25 @@ class BatchClasses:
         GPU an out-of-range label would otherwise be a device-side assert that breaks every later
         CUDA call of the process.
         """
-        classes = self.host_classes
-        if classes.numel() and (int(classes[0]) < 0 or int(classes[-1]) >= num_classes):
-            bad = classes[(classes < 0) | (classes >= num_classes)].tolist()
+        classes = self.host_classes.tolist()  # sorted; a list, so that no tensor operation runs for it
+        if classes and (classes[0] < 0 or classes[-1] >= num_classes):
+            bad = [c for c in classes if c < 0 or c >= num_classes]
             raise ValueError(f"labels must be class indices in [0, {num_classes}), got {bad[:5]}"
                              + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
 
     @property
     def num_groups(self) -> int:
         return self.classes.numel()
+
+    def check_shape(self, num_groups: int, group_size: int) -> None:
+        """Raise ValueError unless the batch is ``num_groups`` classes of exactly ``group_size`` samples each.
+
+        Host-side (shapes and None-ness only): a compiled step is traced for one batch structure.
+        """
+        if self.mask is not None or (self.num_groups, self.group_size) != (num_groups, group_size):
+            raise ValueError(f"a compiled step takes batches of {num_groups} classes x {group_size} samples, got "
+                             f"{self.num_groups} classes of up to {self.group_size}"
+                             + (" (uneven)" if self.mask is not None else ""))
 
     def _map(self, fn) -> "BatchClasses":
         return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
@@ -89,6 +103,12 @@ class BatchClasses:
         return self.host_classes if device.type == "cpu" else self.classes.to(device, non_blocking=True)
 
     def arrange(self, values: torch.Tensor) -> torch.Tensor:
-        """(B, ...) per-sample rows -> (G, K, ...) by group, zero where ``mask`` is False."""
+        """(B, ...) per-sample rows -> (G, K, ...) by group, zero where ``mask`` is False.
+
+        Without a mask the samples sorted by group already are G blocks of K: one gather and a view.
+        """
+        grouped = values.index_select(0, self.order)
+        if self.mask is None:
+            return grouped.unflatten(0, (self.num_groups, self.group_size))
         padded = values.new_zeros((self.num_groups, self.group_size) + tuple(values.shape[1:]))
-        return padded.index_put((self.group, self.slot), values.index_select(0, self.order))
+        return padded.index_put((self.group, self.slot), grouped)

@@ -11,8 +11,10 @@ before decoding, so a full disk is a one-line error naming ``cache_dir``, never 
 - evaluation images, resized and centre-cropped once to a fixed (N, S, S, 3) array.
 
 Trials on one node map the same files, so the operating system's page cache holds one copy for all
-of them (no private copies, no JPEG decoding per epoch). Unreadable images are reported by path and
-skipped, with a clear error when more than ``max_bad_fraction`` of them fail.
+of them (no private copies, no JPEG decoding per epoch). A training cache small enough can also be
+held on a GPU as it is stored (:class:`DeviceTrainImages`), so that batches are gathered there.
+Unreadable images are reported by path and skipped, with a clear error when more than
+``max_bad_fraction`` of them fail.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Callable, Iterator, NamedTuple, Optional, TypeVar
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -36,8 +39,8 @@ from .files import allocate_npy, format_bytes, is_disk_full, make_folder, staged
 from .records import DatasetError, ImageList
 from .transforms import Interpolation
 
-__all__ = ["TrainImageCache", "EvalImageCache", "build_train_cache", "build_eval_cache", "default_cache_dir",
-           "UnreadableImageWarning"]
+__all__ = ["TrainImageCache", "EvalImageCache", "DeviceTrainImages", "PaddedRows", "build_train_cache",
+           "build_eval_cache", "default_cache_dir", "UnreadableImageWarning"]
 
 CACHE_VERSION = 1
 _FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
@@ -91,6 +94,74 @@ class TrainImageCache(_MappedImages):
             h, w = sizes[slot]
             out[slot, :, :h, :w] = self.image(index).transpose(2, 0, 1)
         return out, sizes
+
+
+class PaddedRows(NamedTuple):
+    """Where each row of a zero-padded (B, 3, H, W) batch starts in a :class:`DeviceTrainImages`
+    buffer: built on the host from the cache's offsets and shapes, a few kB a batch.
+
+    Row y of image b starts at byte ``starts[b, y]``; rows below an image start in the buffer's zero
+    tail, so they read zeros. ``valid[b, x]`` says whether column x lies inside image b.
+    """
+
+    starts: torch.Tensor  # (B, H) int64
+    valid: torch.Tensor   # (B, W) bool
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        """The batch's padded (height, width)."""
+        return self.starts.shape[1], self.valid.shape[1]
+
+
+@dataclass(frozen=True)
+class DeviceTrainImages:
+    """A :class:`TrainImageCache`'s pixels held on a device exactly as the cache stores them.
+
+    One flat uint8 tensor (followed by a zero tail as long as the widest image's row), the per-image
+    offsets and shapes kept on the host. :meth:`rows` (host) and :meth:`batch` (device) give the same
+    zero-padded uint8 batch as :meth:`TrainImageCache.batch`, byte for byte, gathered on the device
+    in two kernels: the rows, read as windows of the flat buffer, then the columns past each image's
+    width set to zero. Nothing per image runs on the host.
+    """
+
+    pixels: torch.Tensor   # (cache bytes + tail,) uint8 on the device
+    offsets: np.ndarray    # (N,) start of each image in ``pixels``
+    shapes: np.ndarray     # (N, 2) height, width
+    zero_row: int          # where the zero tail starts
+
+    @staticmethod
+    def nbytes(cache: TrainImageCache) -> int:
+        """Device bytes that holding ``cache`` takes: its pixels plus the zero tail."""
+        return len(cache.pixels) + 3 * int(cache.shapes[:, 1].max(initial=0))
+
+    @classmethod
+    def upload(cls, cache: TrainImageCache, device: torch.device | str,
+               chunk_bytes: int = 64 << 20) -> "DeviceTrainImages":
+        """Copy ``cache`` to ``device``, ``chunk_bytes`` of the memory map at a time (bounded host memory)."""
+        total = len(cache.pixels)
+        pixels = torch.empty(cls.nbytes(cache), dtype=torch.uint8, device=device)
+        pixels[total:].zero_()
+        for start in range(0, total, chunk_bytes):
+            chunk = np.array(cache.pixels[start:start + chunk_bytes])  # a writable copy of this part of the map
+            pixels[start:start + len(chunk)].copy_(torch.from_numpy(chunk))
+        return cls(pixels, cache.offsets, cache.shapes, total)
+
+    def rows(self, indices: np.ndarray) -> PaddedRows:
+        """The host half of a batch of images ``indices``: their :class:`PaddedRows` (CPU tensors)."""
+        heights, widths = self.shapes[indices, 0], self.shapes[indices, 1]
+        y = np.arange(heights.max())
+        starts = self.offsets[indices, None] + y * (3 * widths[:, None])
+        starts = np.where(y < heights[:, None], starts, self.zero_row)
+        valid = np.arange(widths.max()) < widths[:, None]
+        return PaddedRows(torch.from_numpy(starts.astype(np.int64)), torch.from_numpy(valid))
+
+    def batch(self, rows: PaddedRows) -> torch.Tensor:
+        """The device half: the zero-padded (B, 3, H, W) uint8 batch, ``rows`` already on the device."""
+        (batch, height), width = rows.starts.shape, rows.valid.shape[1]
+        windows = self.pixels.unfold(0, 3 * width, 1)  # row r = pixels[r : r + 3W], a view: nothing is copied
+        gathered = windows.index_select(0, rows.starts.reshape(-1)).view(batch, height, width, 3)
+        out = torch.empty((batch, 3, height, width), dtype=torch.uint8, device=self.pixels.device)
+        return torch.mul(gathered.permute(0, 3, 1, 2), rows.valid.view(batch, 1, 1, width), out=out)
 
 
 @dataclass

@@ -6,21 +6,30 @@ batch at once; on a GPU the crops are resampled in ONE ``grid_sample`` call over
 images are cropped once when cached (Resize(size / crop_pct) + CenterCrop(size)), so at evaluation
 only the normalisation runs. Mean and std come from the backbone's pretrained config.
 
+The device resampling is split in two so that the host never waits for the device:
+:meth:`BatchAugment.crop_grid` turns the crops into a few small tensors on the host (a
+:class:`CropGrid`, copied with the batch), and :meth:`BatchAugment.resample` runs the batched work
+on the device. Its result depends only on the padded uint8 batch and the grid, never on where the
+batch was assembled (on the host, or from a cache held on the device).
+
 On the GPU the crop-resize samples the source without antialiasing; the cache already stores images
 at about the training resolution (shorter side = the eval resize, 256 for 224), so crops are
-downscaled by at most that factor. On the CPU the crops are resized with antialiasing.
+downscaled by at most that factor. On the CPU the crops are resized with antialiasing
+(:meth:`BatchAugment.on_host`): the same crops and flips, slightly different pixels.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BatchAugment", "CropParams", "normalise", "sample_crop_boxes", "eval_resize_for", "Interpolation"]
+__all__ = ["BatchAugment", "CropParams", "CropGrid", "normalise", "sample_crop_boxes", "eval_resize_for",
+           "Interpolation"]
 
 Interpolation = Literal["bicubic", "bilinear"]
 
@@ -35,10 +44,23 @@ def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
     One conversion and two in-place passes: (x / 255 - mean) / std = x * scale + shift.
     """
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    out = images.to(torch.float32, copy=True)
-    return out.mul_(1.0 / (255.0 * std_t)).add_(-mean_t / std_t)
+    return _normalise_(images.to(torch.float32, copy=True), mean, std)
+
+
+def _normalise_(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """:func:`normalise` of a float32 batch, in place."""
+    scale, shift = _scale_shift(tuple(mean), tuple(std), images.device)
+    return images.mul_(scale).add_(shift)
+
+
+@functools.lru_cache(maxsize=32)
+def _scale_shift(mean: tuple[float, ...], std: tuple[float, ...],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 / (255 std), -mean / std) as (1, C, 1, 1) float32 on ``device``, made once per device: made
+    per batch, they would be copies from pageable host memory, which make the host wait for the GPU."""
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    return (1.0 / (255.0 * std_t)).to(device), (-mean_t / std_t).to(device)
 
 
 def sample_crop_boxes(heights: np.ndarray, widths: np.ndarray, rng: np.random.Generator,
@@ -74,14 +96,28 @@ class CropParams:
     flip: np.ndarray
 
 
+class CropGrid(NamedTuple):
+    """A batch's crops as ``grid_sample`` sees them, built on the host (a few hundred bytes an image).
+
+    ``theta`` maps output coordinates in [-1, 1] to the padded input (``affine_grid``,
+    align_corners=False); sampling positions are clamped to [``low``, ``high``], each image's own
+    pixel centres, so they never fall in the padding.
+    """
+
+    theta: torch.Tensor  # (B, 2, 3) float32
+    low: torch.Tensor    # (1, 1, 1, 2) float32: the first pixel centre (x, y), the same for every image
+    high: torch.Tensor   # (B, 1, 1, 2) float32: each image's last pixel centre (x, y)
+
+
 @dataclass
 class BatchAugment:
     """RandomResizedCrop + flip + normalise for a batch of cached uint8 images.
 
-    Two executions of the same crops: :meth:`on_device` resamples the padded batch in one
-    ``grid_sample`` call (the GPU path: no per-image work on the host), and :meth:`on_host` resizes
-    each crop with torchvision's antialiased uint8 kernels (the CPU path, several times faster
-    there than ``grid_sample``) so that only S x S uint8 crops are handed over.
+    Two executions of the same crops: :meth:`resample` (with its host half :meth:`crop_grid`;
+    :meth:`on_device` does both) resamples a padded batch in one ``grid_sample`` call (the GPU
+    paths: no per-image work on the host), and :meth:`on_host` resizes each crop with torchvision's
+    antialiased uint8 kernels (the CPU path, several times faster there than ``grid_sample``) so
+    that only S x S uint8 crops are handed over.
     """
 
     size: int
@@ -111,27 +147,41 @@ class BatchAugment:
             out[slot] = crop.flip(-1) if flip else crop
         return out
 
-    def on_device(self, images: torch.Tensor, sizes: np.ndarray, params: CropParams) -> torch.Tensor:
-        """Normalised float (B, 3, S, S) from a padded uint8 batch (image b valid in [:h_b, :w_b])."""
-        batch, _, pad_h, pad_w = images.shape
+    def crop_grid(self, sizes: np.ndarray, params: CropParams, padded: tuple[int, int]) -> CropGrid:
+        """The :class:`CropGrid` of crops ``params`` of images of ``sizes`` (B, 2) in a batch padded to
+        ``padded`` = (height, width); plain arithmetic on the host, no device involved."""
+        pad_h, pad_w = padded
         heights, widths = sizes[:, 0].astype(np.float64), sizes[:, 1].astype(np.float64)
         x0, y0, w, h = params.boxes.T
-        # Affine map from output coords in [-1, 1] to the padded input (align_corners=False).
-        theta = np.zeros((batch, 2, 3))
+        theta = np.zeros((len(sizes), 2, 3))
         theta[:, 0, 0] = np.where(params.flip, -w, w) / pad_w
         theta[:, 0, 2] = (2 * x0 + w) / pad_w - 1
         theta[:, 1, 1] = h / pad_h
         theta[:, 1, 2] = (2 * y0 + h) / pad_h - 1
-        device = images.device
-        theta_t = torch.as_tensor(theta, dtype=torch.float32, device=device)
-        grid = F.affine_grid(theta_t, [batch, 3, self.size, self.size], align_corners=False)
-        # Keep samples inside each image's own pixels, never in the padding.
-        high = torch.as_tensor(np.stack([(2 * widths - 1) / pad_w - 1, (2 * heights - 1) / pad_h - 1], 1),
-                               dtype=torch.float32, device=device).view(batch, 1, 1, 2)
-        low = torch.tensor([1 / pad_w - 1, 1 / pad_h - 1], dtype=torch.float32, device=device)
-        grid = torch.minimum(torch.maximum(grid, low), high)
-        out = F.grid_sample(images.float(), grid, mode=self.interpolation, padding_mode="border", align_corners=False)
-        return normalise(out.clamp_(0, 255), self.mean, self.std)  # bicubic overshoots, as uint8 would clip
+        high = np.stack([(2 * widths - 1) / pad_w - 1, (2 * heights - 1) / pad_h - 1], 1)
+        low = np.array([1 / pad_w - 1, 1 / pad_h - 1])
+
+        def tensor(values: np.ndarray, *shape: int) -> torch.Tensor:
+            return torch.from_numpy(values.astype(np.float32)).view(*shape)
+
+        return CropGrid(tensor(theta, -1, 2, 3), tensor(low, 1, 1, 1, 2), tensor(high, -1, 1, 1, 2))
+
+    def resample(self, images: torch.Tensor, grid: CropGrid) -> torch.Tensor:
+        """Normalised float (B, 3, S, S) from a padded uint8 batch and its grid, both on the same device.
+
+        The batched device work of a training batch: one ``affine_grid``, the clamp into each image,
+        one ``grid_sample`` (no antialiasing), the clip to [0, 255] and the normalisation.
+        """
+        sampling = F.affine_grid(grid.theta, [images.shape[0], 3, self.size, self.size], align_corners=False)
+        sampling = torch.minimum(torch.maximum(sampling, grid.low), grid.high)
+        out = F.grid_sample(images.float(), sampling, mode=self.interpolation, padding_mode="border",
+                            align_corners=False)
+        return _normalise_(out.clamp_(0, 255), self.mean, self.std)  # bicubic overshoots, as uint8 would clip
+
+    def on_device(self, images: torch.Tensor, sizes: np.ndarray, params: CropParams) -> torch.Tensor:
+        """Normalised float (B, 3, S, S) from a padded uint8 batch (image b valid in [:h_b, :w_b])."""
+        grid = self.crop_grid(sizes, params, tuple(images.shape[-2:]))
+        return self.resample(images, CropGrid(*(t.to(images.device) for t in grid)))
 
     def __call__(self, images: torch.Tensor, sizes: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         """Sample crops and apply them to a padded uint8 batch with the device path."""

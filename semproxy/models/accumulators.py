@@ -60,7 +60,11 @@ class GRUAccumulator(Accumulator):
 
     def cell(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One GRU step for a batch of (input, hidden) pairs."""
-        xz, xr, xn = self.input_proj(x).chunk(3, dim=-1)
+        return self._step(self.input_proj(x), h)
+
+    def _step(self, projected: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One GRU step from the input's projection x W + b (all three gates) and the hidden state."""
+        xz, xr, xn = projected.chunk(3, dim=-1)
         hz, hr, hn = self.hidden_proj(h).chunk(3, dim=-1)
         z = torch.sigmoid(xz + hz)
         r = torch.sigmoid(xr + hr)
@@ -68,9 +72,11 @@ class GRUAccumulator(Accumulator):
         return (1 - z) * n + z * h
 
     def forward(self, state: torch.Tensor, proxies: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        # The input projections do not depend on h: one matmul for every gate of every step.
+        projected = self.input_proj(proxies)  # (G, K, 3E)
         h = state
         for k in range(proxies.shape[1]):
-            step = self.dropout(self.cell(proxies[:, k], h))
+            step = self.dropout(self._step(projected[:, k], h))
             h = step if mask is None else torch.where(mask[:, k, None], step, h)
         return F.normalize(h, dim=-1)
 

@@ -3,7 +3,8 @@
 The backbone's own modules run the forward (patch embedding, position embedding, blocks, final
 norm, pooling); the method (``semproxy.models.methods``) adds its modules, which join the blocks
 through hooks, and per-block prompts, which this class appends around each block; this class adds the
-heads and the proxies. With zero-initialised additions the features are exactly timm's.
+heads and the proxies. With zero-initialised additions the features are exactly timm's. VPTSP's two
+passes (sample prompts, class prompts) run as one batch through the blocks.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..data.batch_classes import BatchClasses
 from .heads import EmbeddingHead
 from .methods import get_method
 from .semantic import SemanticProxies
+from .prompts import padding_mask, stack_passes
 from .timm_compat import embed_tokens
 
 __all__ = ["PromptedViT", "TrainOutput", "build_model", "SEMANTIC_BIAS_INIT_NORM"]
@@ -32,11 +34,12 @@ RESERVED_NAMES = frozenset({"backbone", "head", "proxy_bias", "semantic", "metho
 
 @dataclass
 class TrainOutput:
-    """What a training forward gives the loss."""
+    """What a training forward gives the loss and the optimisers."""
 
-    embeddings: torch.Tensor            # (B, E) unit-norm sample embeddings
-    proxies: torch.Tensor               # (C, E) the proxies the loss compares with
-    semantic: Optional[torch.Tensor]    # (B, E) semantic proxies of the samples (vptsp only)
+    embeddings: torch.Tensor                  # (B, E) unit-norm sample embeddings
+    proxies: torch.Tensor                     # (C, E) the proxies the loss compares with
+    semantic: Optional[torch.Tensor]          # (B, E) semantic proxies of the samples (vptsp only)
+    class_rows: Optional[torch.Tensor] = None  # (G, S, D) the batch classes' class prompts, a leaf (vptsp only)
 
 
 def _check_image_size(backbone: VisionTransformer, cfg: ModelConfig, where: str) -> None:
@@ -102,23 +105,34 @@ class PromptedViT(nn.Module):
         """The tokens (B, N, D) entering the first block: patches, position embedding, prefix tokens."""
         return embed_tokens(self.backbone, images)
 
-    def encode(self, images: torch.Tensor, layer_prompts: Sequence[Optional[torch.Tensor]],
-               tokens: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Pooled backbone features (B, D) with ``layer_prompts[i]`` (B, n_i, D) around block i.
+    def encode(self, images: torch.Tensor, layer_prompts: Sequence[Optional[torch.Tensor]]) -> torch.Tensor:
+        """Pooled backbone features (B, D) with ``layer_prompts[i]`` (B, n_i, D) around block i."""
+        return self.encode_passes(images, [layer_prompts])[0]
 
-        ``tokens``: the images' :meth:`embed_patches`, when already computed (passes share them).
+    def encode_passes(self, images: torch.Tensor,
+                      passes: Sequence[Sequence[Optional[torch.Tensor]]]) -> list[torch.Tensor]:
+        """Pooled features (B, D) of each of several prompted passes over ``images``, run as one batch.
+
+        ``passes[j][i]`` (B, n_ji, D): pass j's prompts around block i, or None. The passes share one
+        patch embedding, and each block runs once over P x B sequences: every pass's prompts padded to
+        the widest count (``stack_passes``), the padding hidden from attention (``padding_mask``), so
+        each pass computes what it would alone. On a GPU, where an eager step is bound by launching
+        kernels, that launches one pass's kernels instead of P passes'.
         """
-        bb = self.backbone
-        x = self.embed_patches(images) if tokens is None else tokens
-        num_tokens = x.shape[1]
+        bb, masks = self.backbone, {}
+        tokens = self.embed_patches(images)
+        batch, num_tokens = tokens.shape[:2]
+        x = tokens if len(passes) == 1 else tokens.repeat(len(passes), 1, 1)
         for i, block in enumerate(bb.blocks):
-            prompts = layer_prompts[i]
-            if prompts is not None:
-                x = torch.cat([x, prompts.to(x.dtype)], dim=1)
-            x = block(x)
-            if prompts is not None:
-                x = x[:, :num_tokens]
-        return bb.forward_head(bb.norm(x), pre_logits=True)
+            prompts, counts = stack_passes([layer_prompts[i] for layer_prompts in passes], x)
+            if prompts is None:
+                x = block(x)
+                continue
+            if counts not in masks:
+                masks[counts] = padding_mask(counts, num_tokens, x)
+            x = block(torch.cat([x, prompts], dim=1), attn_mask=masks[counts])[:, :num_tokens]
+        features = bb.forward_head(bb.norm(x), pre_logits=True)
+        return list(features.split(batch)) if len(passes) > 1 else [features]
 
     def sample_prompts(self, batch_size: int) -> list[Optional[torch.Tensor]]:
         """The method's prompts per block for the sample branch (None where a block has none)."""
@@ -134,32 +148,50 @@ class PromptedViT(nn.Module):
 
         ``groups`` is the batch's class grouping (the loader builds it on the host); computed here
         from ``labels`` when not given, which on a GPU costs host syncs. Labels outside
-        [0, num_classes) are a ValueError raised on the host before any kernel runs.
+        [0, num_classes) are a ValueError raised on the host before any kernel runs. The device
+        work is :meth:`train_outputs`; in training mode the class-prompt rows it gathered are then
+        handed to the bank's optimiser, so that its ``step()`` after ``backward()`` updates them (a
+        Trainer's step calls :meth:`train_outputs` and passes the rows to the optimiser itself).
         """
         if groups is None:
             groups = BatchClasses.from_labels(labels)
         groups.check_labels(self.num_classes)
+        out = self.train_outputs(images, groups)
+        if out.class_rows is not None and self.training:
+            bank = self.semantic.bank
+            bank.activate(groups.classes_on(bank.storage_device), out.class_rows)
+        return out
+
+    def train_outputs(self, images: torch.Tensor, groups: BatchClasses) -> TrainOutput:
+        """The training forward of a batch whose labels were checked: device work only.
+
+        No host sync and no branch on tensor values (what a compiled step traces). The class-prompt
+        rows the proxy pass used come back as ``class_rows``, a leaf whose gradient the bank's
+        optimiser applies to the rows of ``groups.classes``. The sample and proxy passes run as one
+        batch (:meth:`encode_passes`).
+        """
         if self.semantic is None:
             return TrainOutput(self(images), self.proxy_bias, None)
-        # Both passes start from the same patch tokens (the prompts join inside the blocks): embed once.
-        tokens = self.embed_patches(images)
-        embeddings = self.head(self.encode(images, self.sample_prompts(images.shape[0]), tokens))
-        semantic = self.semantic.head(self.encode(images, self._proxy_pass_prompts(images, groups), tokens))
-        fresh = self.semantic.accumulate(semantic, groups)
-        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, groups.classes), semantic)
-
-    def _proxy_pass_prompts(self, images: torch.Tensor, groups: BatchClasses) -> list[Optional[torch.Tensor]]:
-        """Per block, each image's class prompts (after the sample prompts with ``proxy_prompts: class+sample``)."""
         bank = self.semantic.bank
-        class_rows = bank.gather(groups.classes_on(bank.storage_device), images.device)
-        sample = self.sample_prompts(images.shape[0]) if self.cfg.proxy_prompts == "class+sample" else None
-        layer_prompts = []
-        for i, rows in enumerate(class_rows):
-            prompts = None if rows is None else rows.index_select(0, groups.inverse)
-            if sample is not None and sample[i] is not None:
-                prompts = sample[i] if prompts is None else torch.cat([sample[i], prompts], dim=1)
-            layer_prompts.append(prompts)
-        return layer_prompts
+        rows = bank.gather(groups.classes_on(bank.storage_device), images.device)
+        features, proxy_features = self.encode_passes(
+            images, [self.sample_prompts(images.shape[0]), self._proxy_pass_prompts(rows, groups)])
+        embeddings, semantic = self.head(features), self.semantic.head(proxy_features)
+        fresh = self.semantic.accumulate(semantic, groups)
+        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, groups.classes), semantic, rows)
+
+    def _proxy_pass_prompts(self, rows: Optional[torch.Tensor], groups: BatchClasses) -> list[Optional[torch.Tensor]]:
+        """Per block, each image's class prompts (after the sample prompts with ``proxy_prompts: class+sample``).
+
+        ``rows`` (G, S, D) hold every layer's prompts of the batch's classes: one gather gives each image
+        its class's, and the layers are views of that.
+        """
+        per_image = None if rows is None else rows.index_select(0, groups.inverse)
+        class_prompts = self.semantic.bank.layers(per_image)
+        if self.cfg.proxy_prompts == "class":
+            return class_prompts
+        sample = self.sample_prompts(groups.inverse.shape[0])
+        return [c if s is None else s if c is None else torch.cat([s, c], dim=1) for s, c in zip(sample, class_prompts)]
 
     def current_proxies(self) -> torch.Tensor:
         """The proxies as they stand (stored states for vptsp), without a forward."""

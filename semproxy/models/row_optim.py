@@ -7,11 +7,12 @@ step count per row, so Adam's bias correction is that of the row's own history (
 semantics). A row that is present at every step follows ``torch.optim.SGD``/``Adam``/``AdamW``
 exactly. The tables and their state may live on another device than the compute (host offload):
 the touched rows are gathered to the compute device, updated there and written back, the same
-arithmetic in both placements.
+arithmetic in both placements. Every table's rows are updated by a fixed sequence of tensor operations,
+with no host sync and no branch on their values, so a compiled training step traces it whole.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from torch.optim import Optimizer
@@ -24,9 +25,12 @@ RowAlgorithm = Literal["sgd", "adam", "adamw"]
 class RowSparseOptimizer(Optimizer):
     """SGD (momentum), Adam or AdamW over the touched rows of 2+-D tables.
 
-    Call :meth:`set_active` with the row indices and the gathered row tensors (leaves that received
-    gradients) before :meth:`step`. It is a ``torch.optim.Optimizer``, so LR schedulers and
-    ``state_dict`` work as usual.
+    :meth:`update` takes the row indices, the gathered rows and their gradients (one per table, in
+    order): the form a compiled step traces, with a tensor learning rate there (a float would be a
+    constant of the graph). As a ``torch.optim.Optimizer`` (LR schedulers, ``state_dict``, a GradScaler)
+    call :meth:`set_active` with the indices and the gathered rows (leaves that received gradients)
+    before :meth:`step`. The state is created with the optimiser, not at its first step, so that a
+    captured step finds every buffer in place.
     """
 
     def __init__(
@@ -47,6 +51,12 @@ class RowSparseOptimizer(Optimizer):
         self.algorithm = algorithm
         self._index: torch.Tensor | None = None
         self._rows: list[torch.Tensor] = []
+        for table in self.tables():
+            self._state_for(table)
+
+    def tables(self) -> list[torch.Tensor]:
+        """The tables this optimiser updates, in order."""
+        return [p for group in self.param_groups for p in group["params"]]
 
     def set_active(self, index: torch.Tensor, rows: list[torch.Tensor]) -> None:
         """Register the touched row indices and their gathered copies (one per table, in order)."""
@@ -61,7 +71,7 @@ class RowSparseOptimizer(Optimizer):
         pinned (offloaded) tables are pinned again, so their copies stay asynchronous.
         """
         super().load_state_dict(state_dict)
-        for table in (p for group in self.param_groups for p in group["params"]):
+        for table in self.tables():
             state = self.state.get(table, {})
             for name, value in state.items():
                 if isinstance(value, torch.Tensor):
@@ -82,20 +92,28 @@ class RowSparseOptimizer(Optimizer):
     def step(self, closure=None):  # noqa: D102 - Optimizer API
         if closure is not None:
             raise ValueError("row optimiser: closures are not supported")
-        if self._index is None:
-            return None
-        tables = [p for group in self.param_groups for p in group["params"]]
-        groups = [group for group in self.param_groups for _ in group["params"]]
-        for table, group, rows in zip(tables, groups, self._rows):
-            if rows.grad is None:
-                continue
-            self._update_rows(table, group, rows.detach(), rows.grad)
+        if self._index is not None:
+            self.update(self._index, self._rows, [rows.grad for rows in self._rows])
         self._index, self._rows = None, []
         return None
 
-    def _update_rows(self, table: torch.Tensor, group: dict, param: torch.Tensor, grad: torch.Tensor) -> None:
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, rows: list[torch.Tensor], grads: list[Optional[torch.Tensor]],
+               lr: Optional[torch.Tensor] = None) -> None:
+        """Update rows ``index`` of each table from their gathered values ``rows`` and gradients ``grads``.
+
+        ``lr``: a 0-d tensor used instead of the group's float (a compiled step's). A table whose
+        gradient is None is left as it is. ``rows`` are the caller's own copies: they are updated in place.
+        """
+        groups = [group for group in self.param_groups for _ in group["params"]]
+        for table, group, value, grad in zip(self.tables(), groups, rows, grads):
+            if grad is not None:
+                self._update_rows(table, group, index, value.detach(), grad, group["lr"] if lr is None else lr)
+
+    def _update_rows(self, table: torch.Tensor, group: dict, index: torch.Tensor, param: torch.Tensor,
+                     grad: torch.Tensor, lr: float | torch.Tensor) -> None:
         device = param.device
-        host_index = self._index.to(table.device)
+        host_index = index.to(table.device)
         state = self._state_for(table)
 
         def gather(tensor: torch.Tensor) -> torch.Tensor:
@@ -105,9 +123,8 @@ class RowSparseOptimizer(Optimizer):
             # A copy back to the host must be complete before the host writes it into the table.
             tensor.index_copy_(0, host_index, rows.to(tensor.device, non_blocking=tensor.device.type != "cpu"))
 
-        param = param.clone()
         grad = grad.to(param.dtype)
-        lr, weight_decay = group["lr"], group["weight_decay"]
+        weight_decay = group["weight_decay"]
         step = gather(state["step"]) + 1
         if self.algorithm == "sgd":
             if weight_decay:
@@ -117,7 +134,7 @@ class RowSparseOptimizer(Optimizer):
                 buffer = gather(state["momentum_buffer"]).mul_(group["momentum"]).add_(grad)
                 scatter(state["momentum_buffer"], buffer)
                 grad = buffer
-            param.add_(grad, alpha=-lr)
+            _descend_(param, grad, None, lr)
         else:
             beta1, beta2 = group["betas"]
             if weight_decay and self.algorithm == "adamw":
@@ -131,8 +148,21 @@ class RowSparseOptimizer(Optimizer):
             correction1 = (1 - beta1 ** step64).to(param.dtype).view(shape)
             correction2_sqrt = (1 - beta2 ** step64).sqrt().to(param.dtype).view(shape)
             denom = (exp_avg_sq.sqrt() / correction2_sqrt).add_(group["eps"])
-            param.addcdiv_(exp_avg, denom * correction1, value=-lr)
+            _descend_(param, exp_avg, denom * correction1, lr)
             scatter(state["exp_avg"], exp_avg)
             scatter(state["exp_avg_sq"], exp_avg_sq)
         scatter(state["step"], step)
         scatter(table, param)
+
+
+def _descend_(param: torch.Tensor, numerator: torch.Tensor, denominator: Optional[torch.Tensor],
+              lr: float | torch.Tensor) -> None:
+    """param -= lr * numerator (/ denominator): with a float lr as torch's own optimisers round it; a
+    tensor lr (a compiled step's) cannot be a kernel's scalar argument, so it multiplies instead."""
+    if isinstance(lr, torch.Tensor):
+        update = numerator * lr
+        param.sub_(update if denominator is None else update / denominator)
+    elif denominator is None:
+        param.add_(numerator, alpha=-lr)
+    else:
+        param.addcdiv_(numerator, denominator, value=-lr)

@@ -7,7 +7,9 @@ accumulator states are all saved.
 
 ``Trainer.step`` is the one training step (forward, Proxy-Anchor, backward, clipping, both
 optimisers): the epochs run it, and so do the benches, ``semproxy.tools.pretrain_micro`` and the
-tests, on a Trainer built without data. Who owns what: ``fit`` is the entry point of a run and sets
+tests, on a Trainer built without data. Its device work (``Trainer.device_step``) has no host sync
+and no branch on tensor values; with ``compile`` set it runs as one compiled graph
+(``semproxy.train.compiled``), compiled at the run's first step, whose seconds the first epoch reports. Who owns what: ``fit`` is the entry point of a run and sets
 what the run needs process-wide through ``begin_run`` (torch's global seed, freed host memory kept
 on a CPU); a Trainer changes nothing outside itself.
 
@@ -25,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import backbone_hash, check_compatible, load_checkpoint, restore_trained, save_checkpoint, trained_state
-from ..config import Config
+from ..config import Config, ConfigError
+from ..data.batch_classes import BatchClasses
 from ..data.loader import TrainBatch, TrainLoader
 from ..device import resolve_device
 from ..errors import TrainingError
@@ -36,6 +39,7 @@ from ..metric_names import split_metrics
 from ..models import PromptedViT, build_model
 from ..optim import Optimizers, build_optimizers
 from ..prepared import PreparedData, prepare_data
+from .compiled import compile_step
 
 __all__ = ["fit", "begin_run", "Trainer", "EpochResult", "FitResult", "NonFiniteLossError"]
 
@@ -57,6 +61,7 @@ class EpochResult:
     images: int = 0                     # training images seen in the epoch
     data_wait: float = 0.0              # seconds of ``seconds`` the step loop waited for a batch
     val_seconds: float = 0.0            # validation time after the epoch (0 when not validated)
+    compile_seconds: float = 0.0        # compiling the step (its first call), not in ``seconds``
     metrics: dict[str, float] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
@@ -69,6 +74,7 @@ class FitResult:
     history: list[EpochResult]
     test_metrics: dict[str, float]
     model: PromptedViT
+    data_path: str = ""  # how the training batches were made, and why (semproxy.data.loader.DataPath)
 
 
 Callback = Callable[[EpochResult, "Trainer"], None]
@@ -96,11 +102,18 @@ class Trainer:
         self.model = build_model(config.model, self.loader.num_classes if data is not None else num_classes)
         self.backbone_sha256 = backbone_hash(self.model)
         self.model.to(device).train()
-        self.optimizers: Optimizers = build_optimizers(self.model, config.optim)
+        self.compile = config.optim.compile
+        self.optimizers: Optimizers = build_optimizers(self.model, config.optim, compiled=self.compile != "off")
         self.loss_fn = ProxyAnchorLoss(config.loss.pa_alpha, config.loss.pa_delta, config.loss.pa_pos_norm)
         self.amp = config.optim.amp and device.type == "cuda"
         fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        if fp16 and self.compile != "off":
+            raise ConfigError(f"key 'compile' is '{self.compile}' but this GPU lacks bf16, and fp16's loss scaling "
+                              f"reads the gradients' finiteness on the host: use compile: off or amp: false")
+        self._run_step = compile_step(self.device_step, self.compile, device, self.optimizers.state_tensors)
+        self.compile_seconds: Optional[float] = None  # measured at the first compiled step
+        self._unreported_compile = 0.0
         self.epoch = 0
         self.history: list[EpochResult] = []
 
@@ -108,44 +121,35 @@ class Trainer:
     def step(self, batch: TrainBatch) -> ProxyAnchorOutput:
         """One optimisation step on ``batch`` (images, labels, their host-built class grouping).
 
-        Forward (under autocast on a GPU with ``amp``), Proxy-Anchor, backward (through the
-        GradScaler under fp16), gradient clipping when ``grad_clip`` is set, then the dense and the
-        class-prompt optimisers. The model must be in training mode (a Trainer starts in it, and
-        evaluation puts it back). Returns the loss terms, detached, on the device where the
+        The host checks the labels (and, compiled, that the batch has the run's shape), then
+        :meth:`device_step` runs, compiled when ``compile`` says so (the first call compiles: its
+        seconds are ``compile_seconds``). The model must be in training mode (a Trainer starts in
+        it, and evaluation puts it back). Returns the loss terms, detached, on the device where the
         step computed them: reading them is the caller's host sync, the step has none of its own
         (GradScaler's skip check under fp16 aside).
         """
         images, labels, groups = batch
-        with autocast_for(self.device, self.amp):
-            out = self.model.forward_train(images, labels, groups)
-        terms = self.loss_fn(out.embeddings, labels, out.proxies)
-        self.optimizers.zero_grad()
-        self._backward(terms.loss)
-        self.optimizers.step(self.scaler)
+        groups.check_labels(self.model.num_classes)
+        if self.compile != "off":
+            per_class = self.config.data.samples_per_class
+            groups.check_shape(self.config.data.batch_size // per_class, per_class)
+        start = time.perf_counter()
+        terms = self._run_step(images, labels, groups)
+        if self.compile != "off" and self.compile_seconds is None:
+            self.compile_seconds = self._unreported_compile = time.perf_counter() - start
         if self.scaler is not None:
             self.scaler.update()
+        return terms
+
+    def device_step(self, images: torch.Tensor, labels: torch.Tensor, groups: BatchClasses) -> ProxyAnchorOutput:
+        """The step's device work, what ``compile`` traces: forward (under autocast on a GPU with
+        ``amp``), Proxy-Anchor, then :meth:`Optimizers.minimise` (gradients, clipping, both updates)."""
+        with autocast_for(self.device, self.amp):
+            out = self.model.train_outputs(images, groups)
+        terms = self.loss_fn(out.embeddings, labels, out.proxies)
+        classes = None if out.class_rows is None else groups.classes_on(self.model.semantic.bank.storage_device)
+        self.optimizers.minimise(terms.loss, out.class_rows, classes, self.scaler)
         return ProxyAnchorOutput(terms.loss.detach(), terms.pos_loss.detach(), terms.neg_loss.detach())
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        """Gradients of ``loss``, unscaled under fp16 and clipped over every trained tensor.
-
-        The clipped norm is that of all the step's gradients together: the dense parameters' and
-        those of the class-prompt rows the batch gathered (which no dense optimiser holds).
-        """
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.optimizers.unscale(self.scaler, self._gathered_rows())
-        else:
-            loss.backward()
-        if self.config.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self._trained_tensors(), self.config.optim.grad_clip)
-
-    def _gathered_rows(self) -> list[torch.Tensor]:
-        """The class-prompt rows the last forward gathered (their gradients are the bank's)."""
-        return list(self.model.semantic.bank.active_rows) if self.model.semantic is not None else []
-
-    def _trained_tensors(self) -> list[torch.Tensor]:
-        return [p for p in self.model.parameters() if p.requires_grad] + self._gathered_rows()
 
     # -- one epoch -------------------------------------------------------------------------
     def train_epoch(self) -> EpochResult:
@@ -166,8 +170,9 @@ class Trainer:
         self.optimizers.end_epoch()
         self.epoch += 1
         mean = losses.mean(0).tolist()
-        return EpochResult(self.epoch, mean[0], mean[1], mean[2], lr, time.perf_counter() - start,
-                           images=images_seen, data_wait=sum(waits))
+        compiling, self._unreported_compile = self._unreported_compile, 0.0
+        return EpochResult(self.epoch, mean[0], mean[1], mean[2], lr, time.perf_counter() - start - compiling,
+                           images=images_seen, data_wait=sum(waits), compile_seconds=compiling)
 
     @cached_property
     def loader(self) -> TrainLoader:
@@ -299,5 +304,5 @@ def fit(config: Config, *, data: Optional[PreparedData] = None, callbacks: Seque
         for callback in callbacks:
             callback(result, trainer)
     test_metrics = trainer.test() if config.eval.test_eval and data.test is not None else {}
-    return FitResult(trainer.history, test_metrics, trainer.model)
+    return FitResult(trainer.history, test_metrics, trainer.model, str(trainer.loader.path))
 
