@@ -6,7 +6,7 @@ reports them per split with flat names that Tune, TensorBoard and CSV files take
 """
 from __future__ import annotations
 
-__all__ = ["split_metrics", "metric_name", "OBJECTIVE", "OBJECTIVE_MODE", "SHOWN_FIRST"]
+__all__ = ["split_metrics", "metric_name", "OBJECTIVE", "OBJECTIVE_MODE", "BEST_OBJECTIVE", "SHOWN_FIRST"]
 
 
 def metric_name(split: str, name: str) -> str:
@@ -22,5 +22,8 @@ def split_metrics(split: str, metrics: dict[str, float]) -> dict[str, float]:
 #: What a search maximises: validation MAP@R.
 OBJECTIVE = metric_name("val", "map@r")
 OBJECTIVE_MODE = "max"
+#: A search trial's best objective so far (reported each epoch: TensorBoard's hparams view shows a
+#: trial's last reported values, and this one's last is the trial's best).
+BEST_OBJECTIVE = f"best_{OBJECTIVE}"
 #: The columns Tune's progress table shows first: the objective, validation R@1, the training loss.
 SHOWN_FIRST = (OBJECTIVE, metric_name("val", "recall@1"), "loss")

@@ -20,6 +20,8 @@ def test_asha_accessors_read_ray_asha():
     scheduler = ASHAScheduler(time_attr="training_iteration", metric="m", mode="max", max_t=9, grace_period=1,
                               reduction_factor=3)
     assert ray_compat.asha_rungs(scheduler) == {1: {}, 3: {}, 9: {}}
+    assert ray_compat.asha_cutoff(scheduler, {}) is None  # the top third of the recorded values continue
+    assert abs(ray_compat.asha_cutoff(scheduler, {"a": 0.0, "b": 0.3, "c": 0.6, "d": 0.9}) - 0.6) < 1e-12
 
 
 def test_optuna_searcher_accessors_follow_a_trial():

@@ -108,6 +108,26 @@ def test_flags_override_the_space_which_overrides_the_defaults(tmp_path):
     assert (plan.settings.num_samples, plan.settings.seed, plan.settings.max_epochs) == (7, 9, 15)
 
 
+@pytest.mark.parametrize("search,flags,said", [
+    ("", ["--deterministic", "--max-concurrent", "2"], "--max-concurrent 2 conflicts with --deterministic, "),
+    ("search:\n  deterministic: true\n", ["--max-concurrent", "3"],
+     "--max-concurrent 3 conflicts with --deterministic (set by space.yaml search.deterministic), "),
+])
+def test_deterministic_with_more_than_one_trial_at_a_time_is_refused(no_work, tmp_path, capsys, search, flags, said):
+    space = tmp_path / "space.yaml"
+    space.write_text(f"params:\n  lr: {{loguniform: [0.001, 0.01]}}\n{search}")
+    code, err = _run(["--space", str(space), "--smoke", "--storage", str(no_work), *flags], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and said in err, err
+
+
+def test_deterministic_is_a_setting_of_the_space_and_the_command_line(tmp_path):
+    text = "params:\n  lr: {loguniform: [0.001, 0.01]}\nsearch:\n  deterministic: true\n"
+    assert plan_search(_args(tmp_path, text, "--max-concurrent", "1")).settings.deterministic is True
+    plan = plan_search(_args(tmp_path, text, "--no-deterministic", "--max-concurrent", "4"))
+    assert plan.settings.deterministic is False and plan.resources.max_concurrent == 4
+    assert plan_search(_args(tmp_path, "params:\n  lr: 0.01\n")).settings.deterministic is False
+
+
 def _record(**changes) -> SearchRecord:
     values = dict(command="python tune.py", cwd="/", space="s.yaml", space_text="", space_resolved=[{"name": "lr"}],
                   base=Config().to_mapping(), settings={"num_samples": 4, "seed": 0}, starts=[], metric="val_map_at_r",
@@ -124,6 +144,9 @@ def test_a_resume_may_move_the_run_but_not_change_what_it_searches():
                                         settings={"num_samples": 8, "seed": 0}, metric="val_recall_at_1"))
     assert changed == ["space s.yaml -> a.yaml", "base config lr 0.005 -> 0.1", "num_samples 4 -> 8",
                        "objective max val_map_at_r -> max val_recall_at_1"]
+    # a record from before the setting existed reads as not deterministic
+    assert saved.differences(_record(settings={"num_samples": 4, "seed": 0, "deterministic": True})) == [
+        "deterministic False -> True"]
 
 
 class _Exploit:

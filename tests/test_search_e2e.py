@@ -16,9 +16,10 @@ from conftest import fill_disk
 from semproxy.cli.train import main as final_main
 from semproxy.search.ray_compat import optuna_study
 from semproxy.search.record import SearchRecord
-from semproxy.search.results import read_trials
+from semproxy.search.results import best_trial, read_trials
 from tune import main as tune_main
 
+SPACES = Path(__file__).parent.parent / "search_spaces"
 SPACE = """params:
   method: vptsp_gru
   lr: {loguniform: [0.0005, 0.02]}
@@ -107,6 +108,36 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     # the same command again without --resume refuses instead of overwriting
     assert tune_main(args) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def _trial_number(row) -> int:
+    """A trial's place in the search (Tune's folder ``train_dml_<id>_<number>_...``; ids differ per run)."""
+    return int(Path(row.path).name.split("_")[3])
+
+
+def test_a_deterministic_search_repeats_its_decisions_exactly(ray_session, tmp_path, capsys):
+    """The same seeded smoke search twice, one trial at a time (the cluster would fit four): the same
+    configurations in the same order, the same trials stopped by ASHA at the same rungs, the same
+    metrics per epoch, the same best trial, and Optuna told the same."""
+    def search(name: str):
+        args = _common(tmp_path, SPACES / "vptsp.yaml", name) + ["--smoke", "--num-samples", "4", "--max-epochs", "3",
+                                                                  "--deterministic"]  # ASHA: rungs at epochs 1, 2
+        assert tune_main(args) == 0
+        assert "4 trials x up to 3 epochs, 1 at a time (deterministic)" in capsys.readouterr().out
+        run = tmp_path / "runs" / name
+        rows = sorted(read_trials(run), key=_trial_number)
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{run / 'study.db'}")
+        assert SearchRecord.read(run).settings["deterministic"] is True
+        return ([(r.params, r.status, r.epochs, r.curve) for r in rows], _trial_number(best_trial(rows)),
+                [(t.params, t.state.name, t.intermediate_values) for t in study.trials])
+
+    first = search("first")
+    trials = first[0]
+    assert len(trials) == 4 and all(status == "TERMINATED" for _, status, _, _ in trials)
+    assert 0 < sum(epochs < 3 for _, _, epochs, _ in trials) < 4, "ASHA made no decisions to compare"
+    again = search("again")
+    assert again[0] == trials  # configs in order, epochs reached (where ASHA stopped each), MAP@R per epoch
+    assert again[1:] == first[1:]  # the best trial; Optuna's trials, states (PRUNED) and reported values
 
 
 def test_fractional_gpus_run_four_trials_at_once(ray_session, space, tmp_path, capsys):

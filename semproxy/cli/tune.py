@@ -23,13 +23,21 @@ DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["dataset"])
 
 
 def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: str) -> None:
-    """One flag per field of a typed settings class: its type, help text and default, from the class."""
+    """One flag per field of a typed settings class: its type, help text and default, from the class.
+
+    A ``bool`` field is a switch, ``--name`` / ``--no-name`` (the latter turns off a space's ``true``).
+    """
     hints = typing.get_type_hints(section)
     for f in dataclasses.fields(section):
         kind = typing.get_args(hints[f.name])
         choices = kind if typing.get_origin(hints[f.name]) is typing.Literal else None
         scalar = next((k for k in kind if k is not type(None)), hints[f.name]) if not choices else str
         default = "what fits the cluster" if f.default is None else f.default
+        if hints[f.name] is bool:  # an on/off switch: --name or --no-name (None: not given)
+            parser.add_argument(flag_label(f.name), action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}"
+                                     f"{'on' if default else 'off'})")
+            continue
         parser.add_argument(flag_label(f.name), type=scalar, choices=choices, default=None,
                             metavar=None if choices else {int: "N", float: "X"}.get(scalar, "VALUE"),
                             help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}{default})")

@@ -88,7 +88,8 @@ def trial_resources(args: argparse.Namespace) -> TrialResources:
 def resolve_settings(args: argparse.Namespace, space: SearchSpace) -> SearchSettings:
     """Defaults < the space's ``search:`` < ``--smoke`` < flags; each checked where it came from.
 
-    A space that fixes ``epochs`` sets the length of every trial, and so ASHA's ``max_t``.
+    A space that fixes ``epochs`` sets the length of every trial, and so ASHA's ``max_t``. A
+    deterministic search runs one trial at a time: ``--max-concurrent`` above 1 contradicts it.
     """
     flags = check_values(_given_flags(args, [f.name for f in dataclasses.fields(SearchSettings)]),
                          "command line", label=flag_label)
@@ -107,6 +108,11 @@ def resolve_settings(args: argparse.Namespace, space: SearchSpace) -> SearchSett
     if epochs is not None and max(epochs.args[:2] if epochs.kind != "choice" else epochs.args) > settings.max_epochs:
         raise SearchError(f"{space.path}: key 'epochs' reaches beyond max_epochs {settings.max_epochs} "
                           f"({sources.get('max_epochs', 'default')}), ASHA's limit")
+    if settings.deterministic and (getattr(args, "max_concurrent", None) or 1) > 1:
+        given = sources["deterministic"]
+        raise SearchError(f"--max-concurrent {args.max_concurrent} conflicts with --deterministic"
+                          f"{'' if given == '--deterministic' else f' (set by {given})'}, which runs one trial at a "
+                          f"time: drop one of them")
     return settings
 
 

@@ -6,13 +6,13 @@ than deep inside a search. Nothing outside this module touches a private Ray att
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["SUPPORTED_RAY", "asha_milestones", "asha_rungs", "optuna_trial", "optuna_study", "is_completed",
-           "mark_completed"]
+__all__ = ["SUPPORTED_RAY", "asha_milestones", "asha_rungs", "asha_cutoff", "optuna_trial", "optuna_study",
+           "is_completed", "mark_completed"]
 
 #: The Ray release series these accessors were written against.
 SUPPORTED_RAY = "2.60."
@@ -25,6 +25,15 @@ def asha_rungs(scheduler: AsyncHyperBandScheduler) -> dict[int, dict[str, float]
         for milestone, recorded in bracket._rungs:
             out.setdefault(int(milestone), {}).update(recorded)
     return out
+
+
+def asha_cutoff(scheduler: AsyncHyperBandScheduler, recorded: dict[str, float]) -> Optional[float]:
+    """The cut-off Ray's ASHA (its first bracket) applies at a rung holding ``recorded``; None when empty.
+
+    A trial reaching the rung is stopped when its value (higher is better) is below it.
+    """
+    cutoff = scheduler._brackets[0].cutoff(recorded)
+    return None if cutoff is None else float(cutoff)
 
 
 def asha_milestones(max_t: int, grace_period: int, reduction_factor: int) -> list[int]:

@@ -1,165 +1,158 @@
 """The run report: one self-contained HTML page (plus its PNGs) of what a search found.
 
-``python tune.py report RUN_DIR`` (also written at the end of every search) renders: the trials
-table, the best config, Optuna's optimisation history, the learning curves with ASHA's rungs, the
-hyperparameter importances, and parallel-coordinate and slice views. Images are embedded as data
-URIs, so the page opens anywhere with nothing beside it.
+``python tune.py report RUN_DIR`` (also written at the end of every search) renders: a summary (and
+a banner when the search is unfinished), the trials table with what became of each trial (completed,
+stopped at epoch N of M with the cut-off it fell below, ERROR with its reason), the best trial, the
+learning curves with ASHA's decisions as it took them, the optimisation history, hyperparameter
+importances, parallel coordinates and a grid of slices (figures: ``report_figures``). Images are
+embedded as data URIs, so the page opens anywhere with nothing beside it.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
-import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
+from . import report_figures as figures
 from .record import SearchRecord
-from .space import distribution
-from .results import format_value, read_trials, search_progress
+from .results import Decision, TrialRow, format_value, read_decisions, read_trials, search_progress, trial_outcome
 
-__all__ = ["write_report", "report_study", "asha_rungs"]
+__all__ = ["write_report", "planned_epochs"]
 
-
-def _trial_number(row) -> int:
-    """Tune's creation index from a trial folder name (``<trainable>_<id>_<N>_<params>...``)."""
-    parts = Path(row.path).name.split(f"_{row.trial_id}_", 1)
-    head = parts[1].split("_", 1)[0] if len(parts) == 2 else ""
-    return int(head) if head.isdigit() else 1 << 30
-
-
-def report_study(rows, curves: dict[str, dict[int, float]], specs: list[dict]):
-    """An Optuna study of every trial that reported, valued at its best validation MAP@R.
-
-    Built from Tune's own records (params and progress.csv), so trials ASHA stopped early count
-    too: Optuna's views use COMPLETE trials only, and after ASHA most trials were stopped.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {spec["name"]: distribution(spec["kind"], spec["args"]) for spec in specs}
-    study = optuna.create_study(direction="maximize")
-    for row in sorted(rows, key=_trial_number):  # in the order the trials were created: a history
-        curve = curves.get(row.trial_id)
-        if math.isnan(row.best_map_at_r) or not curve:
-            continue
-        params = {k: v for k, v in row.params.items() if k in distributions}
-        study.add_trial(optuna.trial.create_trial(
-            params=params, distributions={k: distributions[k] for k in params}, value=row.best_map_at_r,
-            intermediate_values=curve))
-    return study
-
-
-def asha_rungs(curves: dict[str, dict[int, float]], settings: dict) -> dict[int, dict[str, float]]:
-    """ASHA's rungs as the search saw them: at each milestone, the metric of every trial that reached it.
-
-    The milestones are those of Ray's own ASHA for the run's settings (one bracket).
-    """
-    from .ray_compat import asha_milestones
-
-    milestones = asha_milestones(settings["max_epochs"], settings["grace_period"], settings["reduction_factor"])
-    return {m: {trial: curve[m] for trial, curve in curves.items() if m in curve} for m in milestones}
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _optuna_plot(plot: Callable, study, **kwargs) -> Optional[bytes]:
-    """An Optuna matplotlib plot as PNG, or None when the study cannot support it yet."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
-            axes = plot(study, **kwargs)
-    except (ValueError, RuntimeError, ZeroDivisionError):
-        return None
-    figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-    figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 4.5))
-    return _png(figure)
-
-
-def _plot_curves(curves: dict[str, dict[int, float]], rungs: dict[int, dict[str, float]],
-                 reduction_factor: int) -> Optional[bytes]:
-    """Validation MAP@R per epoch for every trial, with ASHA's rung cut-offs."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    if not curves:
-        return None
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    for trial, curve in curves.items():
-        axis.plot(list(curve), list(curve.values()), marker="o", ms=3, lw=1, label=trial)
-    for milestone, recorded in sorted(rungs.items()):
-        if recorded:  # ASHA's cut-off at this rung: trials below it were stopped there
-            cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / reduction_factor) * 100))
-            axis.axvline(milestone, color="grey", ls=":", lw=1)
-            axis.plot([milestone - 0.3, milestone + 0.3], [cutoff, cutoff], color="black", lw=2)
-            axis.annotate(f"rung {milestone}: {len(recorded)} trials, cut-off {cutoff:.3f}", (milestone, cutoff),
-                          fontsize=7, xytext=(4, 4), textcoords="offset points")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("validation MAP@R")
-    axis.set_title("Learning curves; dotted lines: ASHA rungs, bars: their cut-offs")
-    if len(curves) <= 12:
-        axis.legend(fontsize=7, ncol=2)
-    return _png(figure)
-
-
-def _table_html(rows) -> str:
-    keys = sorted({k for r in rows for k in r.params})
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ["trial", "status", "epochs", "val MAP@R", "at epoch", "val R@1", *keys, "error"])
-    body = []
-    for r in rows:
-        cells = [r.trial_id, r.status, r.epochs, "" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}",
-                 r.best_epoch, "" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}",
-                 *[r.params.get(k, "") for k in keys], r.error or ""]
-        body.append("<tr>" + "".join(f"<td>{html.escape(format_value(c))}</td>" for c in cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1.5em;max-width:1200px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}
-th{background:#f3f3f3}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em}
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#777;font-style:italic}"""
+th{background:#f3f3f3;vertical-align:bottom}td{white-space:nowrap}
+td.outcome{white-space:normal}.phrase{white-space:nowrap}td.why{min-width:18em}
+.scroll{overflow-x:auto;max-width:100%}.small{color:#666;font-size:.9em}td .small{display:block}
+tr.stopped td.outcome{color:#a05a00}tr.error td.outcome{color:#b00020;font-weight:bold}
+tr.unfinished td.outcome{color:#555;font-style:italic}
+.banner{background:#fff4d6;border:1px solid #e0b84c;padding:.7em 1em;margin:1em 0}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em;max-height:30em}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note,.caption{color:#555;font-size:.9em}
+.note{font-style:italic}details{margin:.5em 0}summary{cursor:pointer;color:#245}"""
 
 
-def _plot_pareto(points) -> Optional[bytes]:
-    """Validation MAP@R against the first cost objective: every method its own colour, the front joined."""
-    import matplotlib.pyplot as plt
-
-    finished = [p for p in points.points if p.values[0] == p.values[0]]  # NaN: stopped early, not comparable
-    if len(points.objectives) < 2 or not finished:
-        return None
-    cost = points.objectives[1]
-    figure, axis = plt.subplots(figsize=(8, 4.5))
-    methods = sorted({str(p.params.get("method", "base config")) for p in points.points})
-    for method in methods:
-        mine = [p for p in finished if str(p.params.get("method", "base config")) == method]
-        axis.scatter([p.values[1] for p in mine], [p.values[0] for p in mine], s=24, label=method)
-    stopped = [p for p in points.points if p.values[0] != p.values[0]]
-    for p in stopped:
-        axis.axvline(p.values[1], color="lightgrey", lw=0.6, zorder=0)
-    front = sorted(points.front, key=lambda p: p.values[1])
-    axis.plot([p.values[1] for p in front], [p.values[0] for p in front], color="black", lw=1, marker="o",
-              mfc="none", ms=9, label="Pareto front")
-    axis.set_xlabel(cost.label + (" (log)" if cost.name == "trainable_params" else ""))
-    if cost.name == "trainable_params":
-        axis.set_xscale("log")
-    axis.set_ylabel("validation MAP@R")
-    axis.set_title("Accuracy against cost; grey lines: the cost of trials stopped early")
-    axis.legend(fontsize=7)
-    return _png(figure)
+def planned_epochs(row: TrialRow, record: SearchRecord) -> int:
+    """The epochs a trial was to train: its own ``epochs`` when the space samples it, else the search's."""
+    epochs = row.params.get("epochs")
+    return int(epochs) if isinstance(epochs, (int, float)) else int(record.settings["max_epochs"])
 
 
-def _pareto_section(run_dir: Path, record: SearchRecord) -> tuple[list[tuple[str, str, Optional[bytes]]], str]:
+def _kind(row: TrialRow, planned: int) -> str:
+    """The table row's class: completed, stopped, error or unfinished."""
+    if row.status == "ERROR":
+        return "error"
+    if row.status != "TERMINATED":
+        return "unfinished"
+    return "completed" if row.epochs >= planned else "stopped"
+
+
+def _outcome_html(row: TrialRow, planned: int, stops: dict[str, Decision]) -> str:
+    text = f"<span class='phrase'>{html.escape(trial_outcome(row, planned))}</span>"
+    if row.error:
+        return f"{text}: {html.escape(row.error)}"
+    stop = stops.get(row.trial_id)
+    if stop is not None and stop.cutoff is not None and stop.rung == row.epochs:
+        text += (f" <span class='small'>({stop.value:.4f} &lt; cut-off {stop.cutoff:.4f} of {stop.compared} "
+                 f"trial{'s' if stop.compared != 1 else ''})</span>")
+    return text
+
+
+def _header(name: str) -> str:
+    """A column header that may break after its underscores (long parameter names)."""
+    return html.escape(name).replace("_", "_<wbr>")
+
+
+def _table_html(rows: list[TrialRow], planned: dict[str, int], stops: dict[str, Decision]) -> str:
+    keys = sorted({k for r in rows for k in r.params})
+    head = "".join(f"<th>{_header(h)}</th>" for h in
+                   ["trial", "id", "outcome", "best val MAP@R", "at epoch", "val R@1", *keys])
+    body = []
+    for r in rows:
+        numbers = [r.label, r.trial_id]
+        scores = ["" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}", r.best_epoch or "",
+                  "" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}"]
+        why = " why" if r.error else ""
+        body.append(f"<tr class='{_kind(r, planned[r.trial_id])}'>"
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in numbers)
+                    + f"<td class='outcome{why}'>{_outcome_html(r, planned[r.trial_id], stops)}</td>"
+                    + "".join(f"<td>{html.escape(format_value(c))}</td>" for c in scores)
+                    + "".join(f"<td>{html.escape(format_value(r.params.get(k, '')))}</td>" for k in keys) + "</tr>")
+    return (f"<div class='scroll'><table id='trials'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _summary(rows: list[TrialRow], record: SearchRecord, planned: dict[str, int]) -> str:
+    settings = record.settings
+    finished, complete = search_progress(rows, int(settings.get("num_samples", 0)))
+    banner = ("" if complete else
+              f"<div class='banner' id='partial'><b>Unfinished search</b>: {finished} of "
+              f"{settings.get('num_samples')} trials finished. The search was interrupted (or is still running): "
+              f"trials shown as RUNNING, PENDING or PAUSED have not ended, and the best so far may not be the "
+              f"search's best. Continue it with <code>--resume</code> (the same command).</div>")
+    kinds = [_kind(r, planned[r.trial_id]) for r in rows]
+    counts = [(kinds.count(k), words) for k, words in (
+        ("completed", "ran all their epochs"), ("stopped", f"stopped early by {settings.get('scheduler')}"),
+        ("error", "failed (ERROR)"), ("unfinished", "unfinished"))]
+    best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
+    what = (f"{settings.get('num_samples')} trials planned, each up to {settings.get('max_epochs')} epochs, "
+            f"scheduler {settings.get('scheduler')}, searcher {settings.get('searcher')}")
+    found = (f"Best: trial <b>{html.escape(best.label)}</b> ({best.trial_id}), validation MAP@R "
+             f"<b>{best.best_map_at_r:.4f}</b> at epoch {best.best_epoch}." if best else "No trial has reported yet.")
+    return (banner + f"<p>{html.escape(what)}. {len(rows)} trials: "
+            + ", ".join(f"{n} {words}" for n, words in counts if n) + f".</p><p>{found}</p>")
+
+
+def _curves_caption(settings: dict, rungs: list[int], decisions: Optional[list[Decision]]) -> str:
+    scheduler = settings.get("scheduler", "asha")
+    if scheduler == "fifo":
+        return "Every trial runs all its epochs (scheduler fifo)."
+    if scheduler != "asha":
+        return f"A trial whose curve ends early was stopped there by the {scheduler} scheduler."
+    where = f"Dotted lines: ASHA's rungs (epochs {', '.join(map(str, rungs))}), where it compares trials. "
+    if decisions is None:
+        return where + ("<b>This run recorded no ASHA decisions</b> (it predates their logging), so no cut-offs "
+                        "are drawn: recomputed afterwards over all trials they would not be the ones ASHA applied.")
+    keep = settings.get("reduction_factor")
+    return where + (f"Bars are the cut-offs as ASHA applied them, from its logged decisions: when a trial first "
+                    f"reached a rung, it was compared with the trials recorded there until then (the top 1/{keep} "
+                    f"continue). Black: the trial was at or above the bar and went on; red: it fell below (x, "
+                    f"joined to its bar) and was stopped. A trial judged early saw few others, so a later trial may "
+                    f"continue below a bar that stopped an earlier one, or be stopped above it.")
+
+
+def _figures(rows: list[TrialRow], record: SearchRecord, run_dir: Path,
+             planned: dict[str, int]) -> list[tuple[str, str, Optional[bytes], str]]:
+    """(file key, title, PNG or None, caption) of every view of the trials."""
+    from .ray_compat import asha_milestones
+
+    settings, specs = record.settings, record.space_resolved
+    asha = settings.get("scheduler", "asha") == "asha"
+    rungs = asha_milestones(settings["max_epochs"], settings["grace_period"], settings["reduction_factor"]) if asha \
+        else []
+    decisions = read_decisions(run_dir) if asha else None
+    labels = ("Trials are named by the order Tune started them (#N), as in the table. Hollow or dashed: the trial "
+              "did not run all its epochs (stopped early, unfinished or failed).")
+    return [
+        ("curves", "Learning curves and ASHA's decisions", figures.plot_curves(rows, rungs, decisions),
+         _curves_caption(settings, rungs, decisions)),
+        ("history", "Optimisation history", figures.plot_history(rows, planned),
+         "Each trial at its best validation MAP@R, in the order the trials started; the line is the best so far. "
+         + labels),
+        ("importances", "Hyperparameter importances", figures.plot_importances(rows, specs),
+         "Optuna's fANOVA importances over every trial that reported, at its best validation MAP@R."),
+        ("parallel", "Parallel coordinates", figures.plot_parallel(rows, specs, planned),
+         "One line per trial across the sampled parameters, coloured by its best validation MAP@R. " + labels),
+        ("slice", "Slices", figures.plot_slices(rows, specs, planned),
+         "One plot per sampled parameter: each trial's best validation MAP@R against its value. " + labels),
+    ]
+
+
+def _pareto_section(run_dir: Path, record: SearchRecord) -> tuple[list, str]:
     """The Pareto figure and the front as a list (multi-objective runs only)."""
     if "," not in record.settings.get("objectives", "map_at_r"):
         return [], ""
@@ -171,51 +164,40 @@ def _pareto_section(run_dir: Path, record: SearchRecord) -> tuple[list[tuple[str
                    + "".join(f"<td>{v:.4g}</td>" for v in p.values) + "</tr>" for p in points.front)
     table = (f"<h2>Pareto front</h2><p>Trials no other finished trial beats on every objective (Optuna's "
              f"<code>study.best_trials</code>); pick one with <code>tune.py export --pareto-index I</code> or "
-             f"<code>--max-params N</code>.</p><table id='pareto-front'><thead><tr><th>study trial</th><th>trial</th>"
-             + "".join(f"<th>{html.escape(n)}</th>" for n in names) + f"</tr></thead><tbody>{rows}</tbody></table>")
-    return [("pareto", "Accuracy against cost", _plot_pareto(points))], table
+             f"<code>--max-params N</code>.</p><div class='scroll'><table id='pareto-front'><thead><tr>"
+             f"<th>study trial</th><th>trial</th>"
+             + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+             + f"</tr></thead><tbody>{rows}</tbody></table></div>")
+    caption = "Every method its own colour; grey lines: the cost of trials stopped early (no comparable accuracy)."
+    return [("pareto", "Accuracy against cost", figures.plot_pareto(points), caption)], table
 
 
-def _figures(rows, curves, record: SearchRecord) -> list[tuple[str, str, Optional[bytes]]]:
-    """(file key, title, PNG or None) of every view of the trials."""
-    from optuna.visualization import matplotlib as ovm
-
-    settings = record.settings
-    study = report_study(rows, curves, record.space_resolved)
-    rungs = asha_rungs(curves, settings) if settings.get("scheduler", "asha") == "asha" else {}
-    figures = [("curves", "Learning curves and ASHA rungs", _plot_curves(curves, rungs, settings["reduction_factor"]))]
-    if study.trials:
-        figures += [
-            ("history", "Optimisation history (every trial, at its best reported MAP@R)",
-             _optuna_plot(ovm.plot_optimization_history, study)),
-            ("importances", "Hyperparameter importances", _optuna_plot(ovm.plot_param_importances, study)),
-            ("parallel", "Parallel coordinates", _optuna_plot(ovm.plot_parallel_coordinate, study)),
-            ("slice", "Slice view", _optuna_plot(ovm.plot_slice, study)),
-        ]
-    return figures
-
-
-def _summary(rows, settings: dict) -> str:
-    best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
-    finished, complete = search_progress(rows, int(settings.get("num_samples", 0)))
-    partial = ("" if complete else f"<p><b>Partial search</b>: {finished} of {settings.get('num_samples')} trials "
-               f"finished (interrupted or still running; continue it with <code>--resume</code>).</p>")
-    return partial + (f"<p>{len(rows)} trials: " + ", ".join(
-        f"{sum(r.status == s for r in rows)} {s.lower()}" for s in sorted({r.status for r in rows})) + ". "
-        + (f"Best: trial <b>{best.trial_id}</b>, validation MAP@R <b>{best.best_map_at_r:.4f}</b> at epoch "
-           f"{best.best_epoch}.</p>" if best else "No trial has reported yet.</p>"))
-
-
-def _image_sections(figures, out: Path) -> list[str]:
+def _image_sections(views, out: Path) -> list[str]:
     sections = []
-    for key, title, png in figures:
+    for key, title, png, caption in views:
         if png is None:
-            sections.append(f"<h2>{title}</h2><p class='note'>Not enough finished trials for this view yet.</p>")
+            sections.append(f"<h2>{title}</h2><p class='note'>Not enough trials have reported for this view yet.</p>")
             continue
         (out / f"{key}.png").write_bytes(png)
         data = base64.b64encode(png).decode()
-        sections.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>")
+        sections.append(f"<h2>{title}</h2><img id='{key}' alt='{html.escape(title)}' "
+                        f"src='data:image/png;base64,{data}'><p class='caption'>{caption}</p>")
     return sections
+
+
+def _best_section(run_dir: Path, rows: list[TrialRow]) -> str:
+    best = next((r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"), None)
+    if best is None:
+        return "<h2>Best trial</h2><p class='note'>No trial has reported without failing yet.</p>"
+    params = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(format_value(v))}</td></tr>"
+                     for k, v in sorted(best.params.items()))
+    config = run_dir / "best_config.yaml"
+    full = (f"<details><summary>Its full config, as exported (<code>best_config.yaml</code>: train it with "
+            f"<code>python -m semproxy.train --config</code>)</summary><pre>{html.escape(config.read_text())}</pre>"
+            f"</details>" if config.is_file() else "")
+    return (f"<h2>Best trial: {html.escape(best.label)}</h2><p>{html.escape(best.trial_id)}, validation MAP@R "
+            f"{best.best_map_at_r:.4f} at epoch {best.best_epoch}; its sampled parameters:</p>"
+            f"<div class='scroll'><table id='best-params'>{params}</table></div>{full}")
 
 
 def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
@@ -228,20 +210,25 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
     rows = read_trials(run_dir)
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
-    curves = {r.trial_id: r.curve for r in rows if r.curve}
-    pareto_figures, pareto_table = _pareto_section(run_dir, record)
-    sections = _image_sections(pareto_figures + _figures(rows, curves, record), out)
-    best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
-    best_config = (run_dir / "best_config.yaml").read_text() if (run_dir / "best_config.yaml").is_file() else ""
+    planned = {r.trial_id: planned_epochs(r, record) for r in rows}
+    decisions = read_decisions(run_dir) if record.settings.get("scheduler", "asha") == "asha" else None
+    stops = {d.trial: d for d in decisions or [] if d.stopped}
+    pareto_views, pareto_table = _pareto_section(run_dir, record)
+    sections = _image_sections(pareto_views + _figures(rows, record, run_dir, planned), out)
     shown = {k: getattr(record, k) for k in ("command", "space", "settings", "metric", "backbone", "data", "versions",
                                              "git_commit", "study")}
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>semproxy search report: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>
-<h1>Search report: {html.escape(run_dir.name)}</h1>{_summary(rows, record.settings)}
-<h2>Trials (best first)</h2>{_table_html(rows)}
-<h2>Best config</h2><pre>{html.escape(best_config or json.dumps(best.params if best else {}, indent=2))}</pre>
+<h1>Search report: {html.escape(run_dir.name)}</h1>{_summary(rows, record, planned)}
+<h2>Trials (best first)</h2>
+<p class='caption'>Outcome: <i>completed</i> trials ran all their epochs; <i>stopped at epoch N of M</i>: the scheduler
+ended the trial at N of its M planned epochs (for ASHA, its validation MAP@R there was below the cut-off shown);
+<i>ERROR</i>: the trial failed, with its reason. The best value is over the epochs the trial ran.</p>
+{_table_html(rows, planned, stops)}
+{_best_section(run_dir, rows)}
 {pareto_table}{''.join(sections)}
-<h2>Run record</h2><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre>
+<h2>Run record</h2><details><summary>The command, space, settings, backbone, data and versions of this run
+(<code>search.json</code>)</summary><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre></details>
 </body></html>"""
     page_path = out / "report.html"
     page_path.write_text(page, encoding="utf-8")

@@ -3,8 +3,9 @@
 Works from the run directory's plain files alone, so ``tune.py export RUN_DIR`` and ``report``
 need neither the driver nor Ray, and never execute anything a run folder holds (run folders live on
 shared storage): the run record (``search.json``), Tune's experiment state parsed as JSON (trial
-ids, statuses and folders; its pickled fields are never decoded), and each trial's
-``params.json``, ``progress.csv`` and ``error.txt``. Damaged files are one-line errors naming them.
+ids, statuses and folders; its pickled fields are never decoded), each trial's ``params.json``,
+``progress.csv`` and ``error.txt``, and ASHA's decisions (``scheduler-decisions.json``). Damaged
+files are one-line errors naming them.
 """
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ from ..metric_names import OBJECTIVE, metric_name
 from ..typed_config import short
 from .record import RECORD_FILE, SearchRecord
 
-__all__ = ["TrialRow", "ExperimentState", "read_experiment_state", "read_trials", "best_trial",
-           "export_best", "format_table", "format_value", "search_progress"]
+__all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "read_experiment_state", "read_trials",
+           "read_decisions", "best_trial", "export_best", "format_table", "format_value", "search_progress",
+           "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
-TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_\d+_")  # <trainable>_<trial id>_<number>_<params>
+TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_(\d+)_")  # <trainable>_<trial id>_<number>_<params>
+#: ASHA's decisions as the scheduler took them (semproxy.search.schedulers.RecordingASHA), plain JSON.
+DECISIONS_FILE = "scheduler-decisions.json"
 
 
 @dataclass
@@ -44,6 +48,33 @@ class TrialRow:
     error: Optional[str]
     path: str
     curve: dict[int, float]    # validation MAP@R per epoch (finite values only)
+
+    @property
+    def number(self) -> Optional[int]:
+        """Tune's creation index of the trial (1, 2, ...), from its folder name; None when not there."""
+        named = TRIAL_FOLDER.search(Path(self.path).name)
+        return int(named.group(2)) if named and named.group(1) == self.trial_id else None
+
+    @property
+    def label(self) -> str:
+        """How the report names the trial, in its table and figures alike: ``#<number>``."""
+        return f"#{self.number}" if self.number is not None else self.trial_id
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision ASHA took when a trial first reached a rung: stopped when ``value < cutoff``.
+
+    ``cutoff`` is the quantile of the ``compared`` values recorded at the rung at that moment (None
+    when there were none: the trial continued).
+    """
+
+    trial: str
+    rung: int
+    value: float
+    cutoff: Optional[float]
+    compared: int
+    stopped: bool
 
 
 @dataclass
@@ -163,6 +194,33 @@ def read_trials(run_dir: str | Path) -> list[TrialRow]:
             for trial, folder in _trial_folders(run_dir, state).items()]
     rows.sort(key=lambda r: (math.isnan(r.best_map_at_r), -(r.best_map_at_r if not math.isnan(r.best_map_at_r) else 0)))
     return rows
+
+
+def read_decisions(run_dir: str | Path) -> Optional[list[Decision]]:
+    """ASHA's decisions in the order it took them; None when the run recorded none (an older run, or
+    another scheduler). A damaged file is a one-line ConfigError naming it."""
+    path = Path(run_dir) / DECISIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return [Decision(str(d["trial"]), int(d["rung"]), float(d["value"]),
+                         None if d["cutoff"] is None else float(d["cutoff"]), int(d["compared"]), bool(d["stopped"]))
+                for d in raw["decisions"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: damaged scheduler decisions ({type(error).__name__}: "
+                          f"{short(str(error))})") from None
+
+
+def trial_outcome(row: TrialRow, planned: int) -> str:
+    """What became of a trial, in words: ``completed (6 epochs)``, ``stopped at epoch 2 of 6`` (by the
+    scheduler, before its ``planned`` epochs), ``ERROR``, or Tune's status and how far it got."""
+    if row.status == "ERROR":
+        return "ERROR"
+    if row.status == "TERMINATED":
+        done = row.epochs >= planned
+        return f"completed ({row.epochs} epochs)" if done else f"stopped at epoch {row.epochs} of {planned}"
+    return f"{row.status} at epoch {row.epochs} of {planned}" if row.epochs else row.status
 
 
 def search_progress(rows: list[TrialRow], num_samples: int) -> tuple[int, bool]:

@@ -33,7 +33,7 @@ from ..provenance import command_line, git_commit, package_versions
 from .plan import SearchPlan, existing_folder, plan_search
 from .record import SearchRecord
 
-__all__ = ["run_search", "preflight", "Preflight", "ray_session", "run", "summarise"]
+__all__ = ["run_search", "run_planned", "preflight", "Preflight", "ray_session", "run", "summarise"]
 
 
 @dataclass
@@ -144,7 +144,8 @@ def ray_session(address: Optional[str]) -> Iterator[None]:
 
 
 def cluster_concurrency(plan: SearchPlan, data: PreparedData) -> int:
-    """Trials that fit the cluster at once; refuses requests it cannot place and unshared paths."""
+    """Trials that fit the cluster at once (one for a deterministic search); refuses requests it cannot
+    place and unshared paths."""
     import ray
 
     from .cluster import cluster_hosts, unshared_paths
@@ -163,7 +164,9 @@ def cluster_concurrency(plan: SearchPlan, data: PreparedData) -> int:
         raise SearchError(f"the Ray cluster spans {len(cluster_hosts(ray.nodes()))} hosts but these paths are local "
                           f"to this one: {'; '.join(problems)}; put them on a filesystem every node mounts")
     fits = math.floor(gpus / ask.gpus_per_trial + 1e-9) if ask.gpus_per_trial else math.floor(cpus / ask.cpus_per_trial)
-    return max(1, min(fits, ask.max_concurrent or fits))
+    # Deterministic: one at a time, so every result is in before the scheduler or searcher is asked again.
+    cap = 1 if plan.settings.deterministic else ask.max_concurrent or fits
+    return max(1, min(fits, cap))
 
 
 def _resume_command() -> str:
@@ -222,15 +225,21 @@ def run_search(args: argparse.Namespace) -> int:
     plan = plan_search(args)
     checked = preflight(plan, args.resume)
     with ray_session(args.address):
-        from .components import build_tuner  # imports Ray: only once ray_session has set it up
+        return run_planned(plan, checked, args.resume)
 
-        concurrent = cluster_concurrency(plan, checked.data)
-        tuner = build_tuner(plan, checked.data, concurrent, resume=args.resume)
-        if not args.resume:
-            checked.record.write(plan.run_dir)
-        objectives = " and ".join(o.label for o in plan.settings.objective_list)
-        print(f"search {plan.name}: {plan.settings.num_samples} trials x up to {plan.settings.max_epochs} epochs, "
-              f"{concurrent} at a time, {plan.settings.scheduler} on {checked.record.metric}, optimising {objectives}")
-        print(f"TensorBoard: tensorboard --logdir {plan.run_dir}")
-        print(f"live dashboard: python tune.py dashboard {plan.run_dir}   (the study: {plan.study_url})")
-        return summarise(plan, concurrent) if run(tuner, plan) else 1
+
+def run_planned(plan: SearchPlan, checked: Preflight, resume: bool) -> int:
+    """Stages 3-5 of a planned and preflighted search, inside a :func:`ray_session`; the exit status."""
+    from .components import build_tuner  # imports Ray: only once ray_session has set it up
+
+    concurrent = cluster_concurrency(plan, checked.data)
+    tuner = build_tuner(plan, checked.data, concurrent, resume=resume)
+    if not resume:
+        checked.record.write(plan.run_dir)
+    objectives = " and ".join(o.label for o in plan.settings.objective_list)
+    print(f"search {plan.name}: {plan.settings.num_samples} trials x up to {plan.settings.max_epochs} epochs, "
+          f"{concurrent} at a time{' (deterministic)' if plan.settings.deterministic else ''}, "
+          f"{plan.settings.scheduler} on {checked.record.metric}, optimising {objectives}")
+    print(f"TensorBoard: tensorboard --logdir {plan.run_dir}")
+    print(f"live dashboard: python tune.py dashboard {plan.run_dir}   (the study: {plan.study_url})")
+    return summarise(plan, concurrent) if run(tuner, plan) else 1

@@ -25,7 +25,8 @@ Searcher = Literal["tpe", "random"]
 
 @dataclass
 class SearchSettings:
-    """How many trials, how long each may train, how ASHA stops them, and the sampler's seed."""
+    """How many trials, how long each may train, how ASHA stops them, the sampler's seed, and whether
+    the run is repeatable exactly (``deterministic``: trials one at a time)."""
 
     num_samples: int = knob(16, "trials", low=1, high=100_000)
     max_epochs: int = knob(15, "epochs of a trial that is never stopped (ASHA's max_t)", low=1, high=10_000)
@@ -38,6 +39,8 @@ class SearchSettings:
     objectives: str = knob("map_at_r", "what the search optimises: map_at_r, then any costs the trials measure "
                                        "(trainable_params, step_ms, peak_mem_mb), comma-separated")
     constraints: str = knob("", "constraints on reported values, e.g. 'trainable_params<=1e6', comma-separated")
+    deterministic: bool = knob(False, "exact re-runs: one trial at a time, so the scheduler's decisions and the "
+                                      "searcher's suggestions repeat for a seed (slower by the concurrency)")
 
     def check(self, where: str, sources: Optional[dict[str, str]] = None) -> "SearchSettings":
         """Validate each value and the combination; ``sources`` names where each value came from."""

@@ -19,12 +19,12 @@ from ray import tune
 
 from ..checkpoint import load_checkpoint
 from ..config import Config
-from ..metric_names import SHOWN_FIRST
+from ..metric_names import BEST_OBJECTIVE, OBJECTIVE, SHOWN_FIRST
 from ..models import count_parameters
 from ..prepared import PreparedData
 from ..train import EpochResult, Trainer, fit
 
-__all__ = ["train_dml", "trial_device", "finite_metrics", "measured_costs"]
+__all__ = ["train_dml", "trial_device", "finite_metrics", "running_best", "measured_costs"]
 
 
 def trial_device() -> torch.device:
@@ -45,6 +45,17 @@ def finite_metrics(values: dict[str, float]) -> dict[str, float]:
     """
     ordered = {**{k: values[k] for k in SHOWN_FIRST if k in values}, **values}
     return {k: (float(v) if math.isfinite(v) else 0.0) for k, v in ordered.items()}
+
+
+def running_best(history: list[EpochResult]) -> dict[str, float]:
+    """The trial's best validation MAP@R so far, under :data:`BEST_OBJECTIVE` (none before a validation).
+
+    Tune writes a trial's TensorBoard hparams with its last result: reported every epoch, this
+    makes the hparams view show each trial's best, not its last. From the trainer's history, so a
+    trial restarted from a checkpoint keeps the best of the epochs before it.
+    """
+    values = [h.metrics[OBJECTIVE] for h in history if math.isfinite(h.metrics.get(OBJECTIVE, math.nan))]
+    return {BEST_OBJECTIVE: max(values)} if values else {}
 
 
 def measured_costs(result: EpochResult, trainer: Trainer) -> dict[str, float]:
@@ -79,7 +90,8 @@ def train_dml(params: dict[str, Any], *, base: dict, data: PreparedData) -> None
     def report(result: EpochResult, trainer: Trainer) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(folder)
-            metrics = {**finite_metrics({**result.flat(), **measured_costs(result, trainer)}),
+            metrics = {**finite_metrics({**result.flat(), **running_best(trainer.history),
+                                         **measured_costs(result, trainer)}),
                        "node_id": ray.get_runtime_context().get_node_id()}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
