@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..atomic import write_json_atomic
 from ..checkpoint import CHECKPOINT_FILE
 from ..config import Config
 from ..device import resolve_device
@@ -59,32 +58,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and not checkpoint.exists():
         raise ConfigError(f"--resume: no checkpoint in {out}")
 
-    from torch.utils.tensorboard import SummaryWriter
+    from ..train.final import train_final
 
-    from ..prepared import prepare_data
-    from ..train import EpochResult, Trainer, fit
-
-    data = prepare_data(config, with_test=True, progress=not args.no_progress)
-    writer = SummaryWriter(str(out / "tensorboard"))
-
-    def log_and_save(result: EpochResult, trainer: Trainer) -> None:
-        for name, value in result.flat().items():
-            if name not in ("epoch", "seconds"):
-                writer.add_scalar(name, value, result.epoch)
-        writer.flush()
-        trainer.save(out)
-
-    result = fit(config, data=data, callbacks=[log_and_save], resume_from=checkpoint if args.resume else None,
-                 progress=not args.no_progress)
-    for name, value in result.test_metrics.items():
-        writer.add_scalar(name, value, config.optim.epochs)
-    writer.close()
-    write_json_atomic(out / "metrics.json", {"test": result.test_metrics, "config": config.to_mapping(),
-                                             "history": [h.flat() for h in result.history], "data": data.fingerprint,
-                                             "data_path": result.data_path})
-    config.dump(out / "config.yaml", header=f"final training of {args.config}")
-    test = result.test_metrics
-    ks = ", ".join(f"R@{k} {100 * test[metric_name('test', f'recall@{k}')]:.1f}" for k in data.recall_ks)
-    print(f"test ({data.name}, {len(data.test)} images): {ks}, MAP@R {100 * test[metric_name('test', 'map@r')]:.1f}")
+    result = train_final(config, out, resume=args.resume, progress=not args.no_progress, source=args.config)
+    test = result.test
+    ks = ", ".join(f"R@{k} {100 * test[metric_name('test', f'recall@{k}')]:.1f}" for k in result.recall_ks)
+    print(f"test ({result.dataset}, {result.test_images} images): {ks}, "
+          f"MAP@R {100 * test[metric_name('test', 'map@r')]:.1f}")
     print(f"wrote {out / 'metrics.json'}, {checkpoint}, TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     return 0

@@ -4,6 +4,7 @@
     python tune.py --space search_spaces/vptsp.yaml --smoke          # synthetic data, micro ViT, CPU
     python tune.py export runs/vptsp-cub200 -o experiments/cub200_best.yaml
     python tune.py report runs/vptsp-cub200                            # HTML report (+ PNGs)
+    python tune.py compare --dataset cub200 --repeats 3                # methods, same budget, test intervals
     python -m semproxy.train --config experiments/cub200_best.yaml    # final training, test metrics
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..config import DataConfig
 from ..search.settings import SMOKE, SearchSettings, TrialResources, flag_label
 from . import OneLineParser, run_command
 
-__all__ = ["main", "search_parser", "export_parser", "report_parser", "dashboard_parser"]
+__all__ = ["main", "search_parser", "export_parser", "report_parser", "dashboard_parser", "compare_parser"]
 
 DATASETS = typing.get_args(typing.get_type_hints(DataConfig)["dataset"])
 
@@ -43,16 +44,31 @@ def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: s
                             help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}{default})")
 
 
+def _data_and_settings_flags(parser: argparse.ArgumentParser, spaces: str, settings_note: str) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, help="benchmark (required; default with --smoke: synthetic)")
+    parser.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
+    parser.add_argument("--config", help=f"base config {spaces} override (default: the dataset's experiments/ file)")
+    _typed_flags(parser, SearchSettings, settings_note)
+    _typed_flags(parser, TrialResources, "")
+
+
+def _run_flags(parser: argparse.ArgumentParser, resume: str, smoke: str) -> None:
+    """The cluster, the backbone, --resume (its help) and --smoke (what it shrinks)."""
+    parser.add_argument("--address", help="attach to this running Ray cluster; 'auto' finds one started on this "
+                                          "machine with 'ray start' (default: start a local cluster on 127.0.0.1)")
+    parser.add_argument("--backbone", help="timm model name (default: the base config's)")
+    parser.add_argument("--weights", help="local backbone weights file (default: the base config's)")
+    parser.add_argument("--resume", action="store_true", help=resume)
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"CI-sized {smoke} on synthetic data: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()))
+
+
 def search_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python tune.py", description=__doc__.splitlines()[0],
                       epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR; "
-                             "python tune.py dashboard RUN_DIR")
+                             "python tune.py dashboard RUN_DIR; python tune.py compare --dataset D")
     p.add_argument("--space", required=True, help="search-space YAML, e.g. search_spaces/vptsp.yaml")
-    p.add_argument("--dataset", choices=DATASETS, help="benchmark (required; default with --smoke: synthetic)")
-    p.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
-    p.add_argument("--config", help="base config the space overrides (default: the dataset's experiments/ file)")
-    _typed_flags(p, SearchSettings, "the space's search.{name}, else ")
-    _typed_flags(p, TrialResources, "")
+    _data_and_settings_flags(p, "the space", "the space's search.{name}, else ")
     p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: <space>-<dataset>)")
     p.add_argument("--storage", help="folder where runs live, every node's when on a cluster (default: ./runs)")
     p.add_argument("--optuna-storage", metavar="URL",
@@ -63,14 +79,7 @@ def search_parser() -> argparse.ArgumentParser:
                         "(default: none)")
     p.add_argument("--warm-top", type=int, default=5, metavar="K",
                    help="how many of the earlier study's best configurations (default: %(default)s)")
-    p.add_argument("--address", help="attach to this running Ray cluster; 'auto' finds one started on this "
-                                     "machine with 'ray start' (default: start a local cluster on 127.0.0.1)")
-    p.add_argument("--backbone", help="timm model name (default: the base config's)")
-    p.add_argument("--weights", help="local backbone weights file (default: the base config's)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run STORAGE/NAME with the same arguments (it trusts that folder like code)")
-    p.add_argument("--smoke", action="store_true",
-                   help="CI-sized run on synthetic data: " + ", ".join(f"{k} {v}" for k, v in SMOKE.items()))
+    _run_flags(p, "continue the run STORAGE/NAME with the same arguments (it trusts that folder like code)", "run")
     return p
 
 
@@ -105,6 +114,32 @@ def report_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
     p.add_argument("-o", "--output", help="folder for report.html and its PNGs (default: RUN_DIR/report)")
     return p
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    from ..search.compare import TABLE9
+
+    p = OneLineParser(prog="python tune.py compare",
+                      description="Compare methods on one dataset: one search per space with the same budget, then "
+                                  "each best configuration trained --repeats times with other seeds and tested; the "
+                                  "table gives mean and 95% t-interval of the test metrics.")
+    p.add_argument("--spaces", nargs="+", metavar="SPACE.yaml",
+                   help="one space per method, each fixing its method (default: the paper's Table 9 spaces, "
+                        f"{', '.join(TABLE9)}; lora.yaml is not in the paper, add it here)")
+    p.add_argument("--repeats", type=int, default=3, metavar="R",
+                   help="final runs per space, seeds --seed + 0 .. R-1 (default: %(default)s; 1 gives no interval)")
+    _data_and_settings_flags(p, "the spaces", "the spaces' shared search.{name}, else ")
+    p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: compare-<dataset>)")
+    p.add_argument("--storage", help="folder where runs live (default: ./runs)")
+    _run_flags(p, "continue the comparison STORAGE/NAME with the same arguments: finished parts are skipped",
+               "searches")
+    return p
+
+
+def _compare(argv: list[str]) -> int:
+    from ..search.compare import run_compare
+
+    return run_compare(compare_parser().parse_args(argv))
 
 
 def _export(argv: list[str]) -> int:
@@ -142,6 +177,8 @@ def _search(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"export": _export, "report": _report, "dashboard": _dashboard}
+    if argv[:1] == ["compare"]:
+        return run_command(lambda: _compare(argv[1:]), "resume with --resume (the same command plus --resume)")
     if argv[:1] and argv[0] in commands:
         return run_command(lambda: commands[argv[0]](argv[1:]), "nothing was written")
     return run_command(lambda: _search(argv), "resume with --resume (the same command plus --resume)")
