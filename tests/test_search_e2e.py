@@ -73,6 +73,12 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     assert len(rows) == 6 and all(r.status == "TERMINATED" for r in rows)
     stopped = [r for r in rows if r.epochs < 4]
     assert stopped, "ASHA stopped no trial"
+    # the printed table says which trials ran all their epochs and where the others were stopped
+    printed = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] and line.split()[0] in
+               {r.trial_id for r in rows}}
+    for row in rows:
+        expected = f"stopped at epoch {row.epochs} of 4" if row.epochs < 4 else "completed (4 epochs)"
+        assert expected in printed[row.trial_id] and "TERMINATED" not in printed[row.trial_id]
     # Optuna saw those as PRUNED, the others as COMPLETE
     searcher = OptunaSearch()  # the run's searcher as Tune saved it, through the searcher's own restore
     searcher.restore(sorted(glob.glob(str(run / "searcher-state-*.pkl")))[-1])

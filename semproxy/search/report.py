@@ -18,9 +18,10 @@ from typing import Optional
 
 from . import report_figures as figures
 from .record import SearchRecord
-from .results import Decision, TrialRow, format_value, read_decisions, read_trials, search_progress, trial_outcome
+from .results import (Decision, TrialRow, format_value, planned_epochs, read_decisions, read_trials,
+                      search_progress, trial_outcome)
 
-__all__ = ["write_report", "planned_epochs"]
+__all__ = ["write_report"]
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1.5em;max-width:1200px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
@@ -34,12 +35,6 @@ tr.unfinished td.outcome{color:#555;font-style:italic}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em;max-height:30em}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note,.caption{color:#555;font-size:.9em}
 .note{font-style:italic}details{margin:.5em 0}summary{cursor:pointer;color:#245}"""
-
-
-def planned_epochs(row: TrialRow, record: SearchRecord) -> int:
-    """The epochs a trial was to train: its own ``epochs`` when the space samples it, else the search's."""
-    epochs = row.params.get("epochs")
-    return int(epochs) if isinstance(epochs, (int, float)) else int(record.settings["max_epochs"])
 
 
 def _kind(row: TrialRow, planned: int) -> str:
@@ -210,7 +205,7 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
     rows = read_trials(run_dir)
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
-    planned = {r.trial_id: planned_epochs(r, record) for r in rows}
+    planned = {r.trial_id: planned_epochs(r, int(record.settings["max_epochs"])) for r in rows}
     decisions = read_decisions(run_dir) if record.settings.get("scheduler", "asha") == "asha" else None
     stops = {d.trial: d for d in decisions or [] if d.stopped}
     pareto_views, pareto_table = _pareto_section(run_dir, record)

@@ -25,7 +25,7 @@ from .record import RECORD_FILE, SearchRecord
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "read_experiment_state", "read_trials",
            "read_decisions", "best_trial", "export_best", "format_table", "format_value", "search_progress",
-           "trial_outcome"]
+           "planned_epochs", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
 TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_(\d+)_")  # <trainable>_<trial id>_<number>_<params>
@@ -212,6 +212,12 @@ def read_decisions(run_dir: str | Path) -> Optional[list[Decision]]:
                           f"{short(str(error))})") from None
 
 
+def planned_epochs(row: TrialRow, max_epochs: int) -> int:
+    """The epochs a trial was to train: its own ``epochs`` when the space samples it, else the search's."""
+    epochs = row.params.get("epochs")
+    return int(epochs) if isinstance(epochs, (int, float)) else max_epochs
+
+
 def trial_outcome(row: TrialRow, planned: int) -> str:
     """What became of a trial, in words: ``completed (6 epochs)``, ``stopped at epoch 2 of 6`` (by the
     scheduler, before its ``planned`` epochs), ``ERROR``, or Tune's status and how far it got."""
@@ -237,14 +243,15 @@ def best_trial(rows: list[TrialRow]) -> TrialRow:
     return scored[0]
 
 
-def format_table(rows: list[TrialRow], limit: int = 10) -> str:
-    """A plain-text table of the best ``limit`` trials (and every errored one, with its reason)."""
+def format_table(rows: list[TrialRow], max_epochs: int, limit: int = 10) -> str:
+    """A plain-text table of the best ``limit`` trials (and every errored one, with its reason), each with
+    its outcome as the report words it (``completed``, ``stopped at epoch N of M``, ...)."""
     shown = rows[:limit] + [r for r in rows[limit:] if r.error]
     keys = sorted({k for r in shown for k in r.params})
-    header = ["trial", "status", "epochs", "val MAP@R", "@epoch", "val R@1"] + keys
+    header = ["trial", "outcome", "val MAP@R", "@epoch", "val R@1"] + keys
     lines = [header]
     for r in shown:
-        values = [r.trial_id, r.status, str(r.epochs),
+        values = [r.trial_id, trial_outcome(r, planned_epochs(r, max_epochs)),
                   "-" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}", str(r.best_epoch),
                   "-" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}"]
         values += [format_value(r.params.get(k, "")) for k in keys]

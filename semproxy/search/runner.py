@@ -205,7 +205,7 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
 
     rows = read_trials(plan.run_dir)
     finished, complete = search_progress(rows, plan.settings.num_samples)
-    print("\n" + format_table(rows))
+    print("\n" + format_table(rows, plan.settings.max_epochs))
     if not complete:
         print(f"\nPARTIAL: {finished} of {plan.settings.num_samples} trials finished; nothing exported.")
         print(f"report (partial): {write_report(plan.run_dir)}")
