@@ -323,12 +323,13 @@ def read_space_document(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, A
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{where}: 'extends' must be a file name or a list of them, got {short(bases)}")
     merged: dict[str, Any] = {"params": {}, "search": {}, "starts": []}
+    here = (*chain, path.resolve())
     for name in bases:
         base = (path.parent / name).resolve()
         if base in chain or base == path.resolve() or len(chain) > 8:
             raise ConfigError(f"{where}: 'extends: {name}' makes a cycle of spaces")
-        load_space(base, _chain=(*chain, path.resolve()))  # validated on its own: its errors name it
-        inherited = read_space_document(base, (*chain, path.resolve()))
+        inherited = read_space_document(base, here)
+        _space_from_document(base, inherited)  # validated on its own: its errors name it
         merged = {"params": {**merged["params"], **inherited["params"]},
                   "search": {**merged["search"], **(inherited.get("search") or {})},
                   "starts": merged["starts"] + list(inherited.get("starts") or [])}
@@ -344,8 +345,12 @@ def read_space_document(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, A
 def load_space(path: str | Path, *, _chain: tuple[Path, ...] = ()) -> SearchSpace:
     """Read and validate a search-space file; every problem is a one-line ConfigError naming file and key."""
     path = Path(path)
+    return _space_from_document(path, read_space_document(path, _chain))
+
+
+def _space_from_document(path: Path, raw: dict[str, Any]) -> SearchSpace:
+    """The validated space of the file at ``path``, whose mapping (its bases merged in) is ``raw``."""
     where = str(path)
-    raw = read_space_document(path, _chain)
     types = _field_types()
     specs: list[ParamSpec] = []
     for name, spec_raw in raw["params"].items():
