@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..errors import SearchError
 from .record import SearchRecord
-from .study import load_study, storage_url
+from .study import load_study, run_study
 
 __all__ = ["serve", "make_dashboard_server"]
 
@@ -26,11 +26,11 @@ def make_dashboard_server(run_dir: str | Path, host: str = "127.0.0.1", port: in
     import optuna_dashboard
 
     record = SearchRecord.read(run_dir)
-    study = record.study or {"storage": storage_url(Path(run_dir)), "name": Path(run_dir).name}
-    load_study(study["storage"], study["name"], where=f"{run_dir}: study")  # there, readable: else one line
+    url, name = run_study(Path(run_dir), record.study)
+    load_study(url, name, where=f"{run_dir}: study")  # there, readable: else one line
     logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
-        return make_server(host, port, optuna_dashboard.wsgi(study["storage"]), handler_class=_QuietHandler)
+        return make_server(host, port, optuna_dashboard.wsgi(url), handler_class=_QuietHandler)
     except OSError as error:
         raise SearchError(f"dashboard: cannot listen on {host}:{port} ({error.strerror or error})") from None
 

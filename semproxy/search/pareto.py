@@ -13,7 +13,7 @@ from typing import Any, Optional
 from ..errors import SearchError
 from .objectives import Objective, parse_objectives
 from .record import SearchRecord
-from .study import load_study, storage_url
+from .study import load_study, run_study
 
 __all__ = ["FrontPoint", "StudyPoints", "read_study_points", "choose"]
 
@@ -52,10 +52,9 @@ def read_study_points(run_dir: str | Path) -> StudyPoints:
     import optuna
 
     record = SearchRecord.read(run_dir)
-    objectives = parse_objectives(record.settings.get("objectives", "map_at_r"))
+    objectives = parse_objectives(record.settings["objectives"])
     where = f"{Path(run_dir) / 'search.json'}: study"
-    study_ref = record.study or {"storage": storage_url(Path(run_dir)), "name": Path(run_dir).name}
-    study = load_study(study_ref["storage"], study_ref["name"], where=where)
+    study = load_study(*run_study(Path(run_dir), record.study), where=where)
     on_front = {t.number for t in study.best_trials} if len(objectives) > 1 else set()
     points = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,

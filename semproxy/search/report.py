@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Optional
 
 from . import report_figures as figures
+from .objectives import parse_objectives
 from .record import SearchRecord
 from .results import (Decision, TrialRow, format_value, planned_epochs, read_decisions, read_trials,
-                      search_progress, trial_outcome)
+                      search_progress, trial_kind, trial_outcome)
 
 __all__ = ["write_report"]
 
@@ -35,15 +36,6 @@ tr.unfinished td.outcome{color:#555;font-style:italic}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.8em;max-height:30em}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note,.caption{color:#555;font-size:.9em}
 .note{font-style:italic}details{margin:.5em 0}summary{cursor:pointer;color:#245}"""
-
-
-def _kind(row: TrialRow, planned: int) -> str:
-    """The table row's class: completed, stopped, error or unfinished."""
-    if row.status == "ERROR":
-        return "error"
-    if row.status != "TERMINATED":
-        return "unfinished"
-    return "completed" if row.epochs >= planned else "stopped"
 
 
 def _outcome_html(row: TrialRow, planned: int, stops: dict[str, Decision]) -> str:
@@ -72,7 +64,7 @@ def _table_html(rows: list[TrialRow], planned: dict[str, int], stops: dict[str, 
         scores = ["" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}", r.best_epoch or "",
                   "" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}"]
         why = " why" if r.error else ""
-        body.append(f"<tr class='{_kind(r, planned[r.trial_id])}'>"
+        body.append(f"<tr class='{trial_kind(r, planned[r.trial_id])}'>"
                     + "".join(f"<td>{html.escape(str(c))}</td>" for c in numbers)
                     + f"<td class='outcome{why}'>{_outcome_html(r, planned[r.trial_id], stops)}</td>"
                     + "".join(f"<td>{html.escape(format_value(c))}</td>" for c in scores)
@@ -89,7 +81,7 @@ def _summary(rows: list[TrialRow], record: SearchRecord, planned: dict[str, int]
               f"{settings.get('num_samples')} trials finished. The search was interrupted (or is still running): "
               f"trials shown as RUNNING, PENDING or PAUSED have not ended, and the best so far may not be the "
               f"search's best. Continue it with <code>--resume</code> (the same command).</div>")
-    kinds = [_kind(r, planned[r.trial_id]) for r in rows]
+    kinds = [trial_kind(r, planned[r.trial_id]) for r in rows]
     counts = [(kinds.count(k), words) for k, words in (
         ("completed", "ran all their epochs"), ("stopped", f"stopped early by {settings.get('scheduler')}"),
         ("error", "failed (ERROR)"), ("unfinished", "unfinished"))]
@@ -103,7 +95,7 @@ def _summary(rows: list[TrialRow], record: SearchRecord, planned: dict[str, int]
 
 
 def _curves_caption(settings: dict, rungs: list[int], decisions: Optional[list[Decision]]) -> str:
-    scheduler = settings.get("scheduler", "asha")
+    scheduler = settings["scheduler"]
     if scheduler == "fifo":
         return "Every trial runs all its epochs (scheduler fifo)."
     if scheduler != "asha":
@@ -120,16 +112,15 @@ def _curves_caption(settings: dict, rungs: list[int], decisions: Optional[list[D
                     f"continue below a bar that stopped an earlier one, or be stopped above it.")
 
 
-def _figures(rows: list[TrialRow], record: SearchRecord, run_dir: Path,
-             planned: dict[str, int]) -> list[tuple[str, str, Optional[bytes], str]]:
-    """(file key, title, PNG or None, caption) of every view of the trials."""
+def _figures(rows: list[TrialRow], record: SearchRecord, planned: dict[str, int],
+             decisions: Optional[list[Decision]]) -> list[tuple[str, str, Optional[bytes], str]]:
+    """(file key, title, PNG or None, caption) of every view of the trials (``decisions``: ASHA's log)."""
     from .ray_compat import asha_milestones
 
     settings, specs = record.settings, record.space_resolved
-    asha = settings.get("scheduler", "asha") == "asha"
+    asha = settings["scheduler"] == "asha"
     rungs = asha_milestones(settings["max_epochs"], settings["grace_period"], settings["reduction_factor"]) if asha \
         else []
-    decisions = read_decisions(run_dir) if asha else None
     labels = ("Trials are named by the order Tune started them (#N), as in the table. Hollow or dashed: the trial "
               "did not run all its epochs (stopped early, unfinished or failed).")
     return [
@@ -149,7 +140,7 @@ def _figures(rows: list[TrialRow], record: SearchRecord, run_dir: Path,
 
 def _pareto_section(run_dir: Path, record: SearchRecord) -> tuple[list, str]:
     """The Pareto figure and the front as a list (multi-objective runs only)."""
-    if "," not in record.settings.get("objectives", "map_at_r"):
+    if len(parse_objectives(record.settings["objectives"], where=f"{run_dir / 'search.json'}: objectives")) < 2:
         return [], ""
     from .pareto import read_study_points
 
@@ -206,10 +197,10 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> P
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     planned = {r.trial_id: planned_epochs(r, int(record.settings["max_epochs"])) for r in rows}
-    decisions = read_decisions(run_dir) if record.settings.get("scheduler", "asha") == "asha" else None
+    decisions = read_decisions(run_dir) if record.settings["scheduler"] == "asha" else None
     stops = {d.trial: d for d in decisions or [] if d.stopped}
     pareto_views, pareto_table = _pareto_section(run_dir, record)
-    sections = _image_sections(pareto_views + _figures(rows, record, run_dir, planned), out)
+    sections = _image_sections(pareto_views + _figures(rows, record, planned, decisions), out)
     shown = {k: getattr(record, k) for k in ("command", "space", "settings", "metric", "backbone", "data", "versions",
                                              "git_commit", "study")}
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">

@@ -12,7 +12,7 @@ import math
 import warnings
 from typing import Any, Callable, Optional
 
-from .results import Decision, TrialRow
+from .results import Decision, TrialRow, trial_kind
 from .space import distribution
 
 __all__ = ["png", "ran_all", "plot_curves", "plot_history", "plot_parallel", "plot_slices", "plot_importances",
@@ -34,7 +34,7 @@ def png(figure) -> bytes:
 
 def ran_all(row: TrialRow, planned: dict[str, int]) -> bool:
     """Whether the trial trained all its planned epochs (not stopped early, unfinished or failed)."""
-    return row.status == "TERMINATED" and row.epochs >= planned[row.trial_id]
+    return trial_kind(row, planned[row.trial_id]) == "completed"
 
 
 def _order(row: TrialRow) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from .record import RECORD_FILE, SearchRecord
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "read_experiment_state", "read_trials",
            "read_decisions", "best_trial", "export_best", "format_table", "format_value", "search_progress",
-           "planned_epochs", "trial_outcome"]
+           "planned_epochs", "trial_kind", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
 TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_(\d+)_")  # <trainable>_<trial id>_<number>_<params>
@@ -218,14 +218,26 @@ def planned_epochs(row: TrialRow, max_epochs: int) -> int:
     return int(epochs) if isinstance(epochs, (int, float)) else max_epochs
 
 
-def trial_outcome(row: TrialRow, planned: int) -> str:
-    """What became of a trial, in words: ``completed (6 epochs)``, ``stopped at epoch 2 of 6`` (by the
-    scheduler, before its ``planned`` epochs), ``ERROR``, or Tune's status and how far it got."""
+def trial_kind(row: TrialRow, planned: int) -> str:
+    """What became of a trial: ``completed`` (all its ``planned`` epochs), ``stopped`` (by the scheduler,
+    before them), ``error`` or ``unfinished``."""
     if row.status == "ERROR":
+        return "error"
+    if row.status != "TERMINATED":
+        return "unfinished"
+    return "completed" if row.epochs >= planned else "stopped"
+
+
+def trial_outcome(row: TrialRow, planned: int) -> str:
+    """:func:`trial_kind` in words: ``completed (6 epochs)``, ``stopped at epoch 2 of 6``, ``ERROR``, or
+    Tune's status and how far it got."""
+    kind = trial_kind(row, planned)
+    if kind == "error":
         return "ERROR"
-    if row.status == "TERMINATED":
-        done = row.epochs >= planned
-        return f"completed ({row.epochs} epochs)" if done else f"stopped at epoch {row.epochs} of {planned}"
+    if kind == "completed":
+        return f"completed ({row.epochs} epochs)"
+    if kind == "stopped":
+        return f"stopped at epoch {row.epochs} of {planned}"
     return f"{row.status} at epoch {row.epochs} of {planned}" if row.epochs else row.status
 
 

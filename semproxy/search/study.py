@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from ..errors import SearchError, first_line
 
-__all__ = ["STUDY_FILE", "storage_url", "open_storage", "load_study", "check_new_study"]
+__all__ = ["run_study", "STUDY_FILE", "storage_url", "open_storage", "load_study", "check_new_study"]
 
 STUDY_FILE = "study.db"
 
@@ -22,6 +22,13 @@ STUDY_FILE = "study.db"
 def storage_url(run_dir: Path, given: Optional[str] = None) -> str:
     """The study's storage URL: ``given``, else the SQLite file in the run folder."""
     return given if given else f"sqlite:///{Path(run_dir).resolve() / STUDY_FILE}"
+
+
+def run_study(run_dir: Path, recorded: Optional[dict[str, str]]) -> tuple[str, str]:
+    """(storage URL, study name) of a run: as its record names them, else the SQLite file in the run
+    folder and the folder's name (what a search without ``--optuna-storage`` uses)."""
+    recorded = recorded or {}
+    return recorded.get("storage") or storage_url(run_dir), recorded.get("name") or Path(run_dir).name
 
 
 def open_storage(url: str, *, where: str = "--optuna-storage") -> Any:

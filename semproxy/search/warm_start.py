@@ -16,7 +16,7 @@ from ..config import Config
 from ..errors import SearchError
 from .record import RECORD_FILE, SearchRecord
 from .space import SearchSpace
-from .study import load_study, storage_url
+from .study import load_study, run_study
 
 __all__ = ["WarmStart", "warm_start"]
 
@@ -39,9 +39,7 @@ def _source_study(source: str) -> tuple[Any, str]:
     folder = Path(source).expanduser()
     if (folder / RECORD_FILE).is_file():
         record = SearchRecord.read(folder)
-        url = (record.study or {}).get("storage") or storage_url(folder)
-        name = (record.study or {}).get("name") or folder.name
-        return load_study(url, name, where="--warm-start"), str(folder)
+        return load_study(*run_study(folder, record.study), where="--warm-start"), str(folder)
     if folder.exists() or "://" not in source and not source.startswith("journal:"):
         raise SearchError(f"--warm-start {source}: neither a semproxy run folder ({RECORD_FILE} not found) nor "
                           f"a storage URL (sqlite:///..., postgresql://..., journal:PATH)")
