@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from _runs import busy_cpu_seconds
 from _tables import RESULTS, publish
+from bench_step import sync
 
 import numpy as np
 import torch
@@ -76,8 +77,7 @@ def time_batches(batches: Iterable, count: int, device: torch.device, step: Opti
     iterator = iter(batches)
     for _ in range(warmup):
         next(iterator)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     start, busy, waited, images = time.perf_counter(), busy_cpu_seconds(), 0.0, 0
     for _ in range(count):
         asked = time.perf_counter()
@@ -86,8 +86,7 @@ def time_batches(batches: Iterable, count: int, device: torch.device, step: Opti
         images += batch.shape[0]
         if step is not None:
             step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     seconds = time.perf_counter() - start
     return images / seconds, images / (busy_cpu_seconds() - busy), waited / seconds
 

@@ -196,7 +196,8 @@ class Optimizers:
         for group in self.dense.param_groups:
             for param in group["params"]:
                 state = self.dense.state[param]
-                state.update({k: v for k, v in self.kind.state(param, group, self.capturable).items() if k not in state})
+                if not state:  # a kind's state is created whole (torch's and ours), so empty is the only gap
+                    state.update(self.kind.state(param, group, self.capturable))
                 if "step" in state:
                     state["step"] = state["step"].to(param.device if self.capturable else "cpu", torch.float32)
         if self.capturable:

@@ -58,10 +58,6 @@ class GRUAccumulator(Accumulator):
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
-    def cell(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One GRU step for a batch of (input, hidden) pairs."""
-        return self._step(self.input_proj(x), h)
-
     def _step(self, projected: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One GRU step from the input's projection x W + b (all three gates) and the hidden state."""
         xz, xr, xn = projected.chunk(3, dim=-1)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from ..atomic import write_text_atomic
 from ..config import ConfigError
 from ..metric_names import metric_name
+from ..train.final import METRICS_FILE
 from .intervals import Interval, t_interval
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def compare_results(plan: "ComparePlan", run_dir: Path) -> list[MethodResult]:
 
     results = []
     for name, space in plan.spaces.items():
-        runs = [_metrics(final_folder(run_dir, name, seed) / "metrics.json") for seed in plan.final_seeds]
+        runs = [_metrics(final_folder(run_dir, name, seed) / METRICS_FILE) for seed in plan.final_seeds]
         values = {metric: [float(run["test"][metric]) for run in runs] for metric, _ in TEST_METRICS}
         learned = runs[0].get("parameters", {}).get("learned")
         rows = read_trials(search_folder(run_dir, name))
