@@ -32,10 +32,11 @@ from ..config import Config
 from ..errors import ConfigError, SearchError
 from ..provenance import command_line
 from ..typed_config import short
-from .plan import SPACES, SearchPlan, plan_search, shown
+from .plan import (SPACES, SearchPlan, given_settings, plan_search, refuse_occupied, refuse_other_run,
+                   run_dataset, run_storage, shown)
 from .record import RECORD_FILE
 from .runner import Preflight
-from .settings import SMOKE, SearchSettings, check_values, flag_label
+from .settings import SMOKE, SearchSettings, flag_label
 from .space import SearchSpace, load_space
 
 __all__ = ["PLAN_FILE", "TABLE9", "ComparePlan", "plan_compare", "run_compare", "final_folder", "search_folder"]
@@ -134,8 +135,7 @@ def _spaces(args: argparse.Namespace) -> dict[str, tuple[Path, SearchSpace, str]
 def _budget(args: argparse.Namespace, spaces: list[SearchSpace]) -> SearchSettings:
     """Every search setting, once: the spaces' ``search:`` values (which must agree where no flag or
     --smoke decides), then --smoke, then the flags."""
-    flags = check_values({f.name: getattr(args, f.name) for f in dataclasses.fields(SearchSettings)
-                          if getattr(args, f.name, None) is not None}, "command line", label=flag_label)
+    flags = given_settings(args)
     decided = set(flags) | (set(SMOKE) if args.smoke else set())
     shared: dict[str, Any] = {}
     for key in dict.fromkeys(k for space in spaces for k in space.search):
@@ -149,23 +149,15 @@ def _budget(args: argparse.Namespace, spaces: list[SearchSpace]) -> SearchSettin
     return dataclasses.replace(SearchSettings(), **values).check("the comparison's budget")
 
 
-def _storage(text: Optional[str]) -> Path:
-    if text and "://" in text:
-        raise SearchError(f"--storage {text}: cloud URIs are not supported; mount the bucket and give its path")
-    return Path(text or "runs").expanduser().resolve()
-
-
 def plan_compare(args: argparse.Namespace) -> tuple[ComparePlan, Path, list[SearchPlan]]:
     """The comparison's plan, its run folder and one search plan per space; reads only files, writes
     nothing; every bad input is a one-line SemproxyError."""
     if args.repeats < 1:
         raise SearchError(f"--repeats must be at least 1, got {args.repeats}")
-    dataset = args.dataset or ("synthetic" if args.smoke else None)
-    if dataset is None:
-        raise SearchError("--dataset is required (cub200, cars196, sop, inshop, inat or synthetic)")
+    dataset = run_dataset(args)
     spaces = _spaces(args)
     budget = _budget(args, [space for _, space, _ in spaces.values()])
-    run_dir = _storage(args.storage) / (args.name or f"compare-{dataset}")
+    run_dir = run_storage(args.storage) / (args.name or f"compare-{dataset}")
     searches = []
     for name, (path, _, _) in spaces.items():
         flags = {**vars(args), **budget.to_mapping(), "space": str(path), "dataset": dataset, "name": name,
@@ -186,17 +178,13 @@ def plan_compare(args: argparse.Namespace) -> tuple[ComparePlan, Path, list[Sear
 def _check_run(plan: ComparePlan, run_dir: Path, resume: bool) -> None:
     """A new comparison needs a new folder; a resume needs this comparison's folder."""
     exists = (run_dir / PLAN_FILE).is_file()
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise SearchError(f"run {run_dir} exists; pass --resume to continue it or choose another --name")
+    if not resume:
+        refuse_occupied(run_dir)
     if resume and not exists:
         raise SearchError(f"--resume: no comparison at {run_dir} ({PLAN_FILE} not found)")
     if resume:
         saved = ComparePlan.read(run_dir)
-        changes = saved.differences(plan)
-        if changes:
-            more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
-            raise SearchError(f"--resume: {run_dir} is another comparison ({'; '.join(changes[:3])}{more}); resume "
-                              f"it with its own arguments: {saved.command} --resume")
+        refuse_other_run("comparison", run_dir, saved.differences(plan), saved.command)
 
 
 # -- stage 2: the searches -----------------------------------------------------------------------

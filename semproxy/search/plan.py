@@ -22,6 +22,7 @@ from .study import check_new_study, open_storage, storage_url
 from .warm_start import warm_start
 
 __all__ = ["SearchPlan", "plan_search", "existing_folder", "resolve_settings", "trial_resources", "default_base_config",
+           "given_settings", "run_dataset", "run_storage", "refuse_occupied", "refuse_other_run",
            "EXPERIMENTS", "SPACES", "RECORDS_MARGIN"]
 
 # The shipped configs and spaces (package data: the repository's experiments/ and search_spaces/).
@@ -85,14 +86,41 @@ def trial_resources(args: argparse.Namespace) -> TrialResources:
     return dataclasses.replace(TrialResources(), **_given_flags(args, names)).check()
 
 
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The search settings given as flags, checked (a bad one names its flag)."""
+    return check_values(_given_flags(args, [f.name for f in dataclasses.fields(SearchSettings)]), "command line",
+                        label=flag_label)
+
+
+def run_dataset(args: argparse.Namespace) -> str:
+    """The benchmark a search or comparison runs on: ``--dataset``, or the synthetic one with ``--smoke``."""
+    dataset = args.dataset or ("synthetic" if args.smoke else None)
+    if dataset is None:
+        raise SearchError("--dataset is required (cub200, cars196, sop, inshop, inat or synthetic)")
+    return dataset
+
+
+def refuse_occupied(run_dir: Path) -> None:
+    """A new run needs a new (or empty) folder."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise SearchError(f"run {run_dir} exists; pass --resume to continue it or choose another --name")
+
+
+def refuse_other_run(kind: str, run_dir: Path, changes: list[str], command: str) -> None:
+    """A resume must be of the run on disk: refuse naming (up to three of) the ``changes`` and its own command."""
+    if changes:
+        more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise SearchError(f"--resume: {run_dir} is another {kind} ({'; '.join(changes[:3])}{more}); resume it "
+                          f"with its own arguments: {command} --resume")
+
+
 def resolve_settings(args: argparse.Namespace, space: SearchSpace) -> SearchSettings:
     """Defaults < the space's ``search:`` < ``--smoke`` < flags; each checked where it came from.
 
     A space that fixes ``epochs`` sets the length of every trial, and so ASHA's ``max_t``. A
     deterministic search runs one trial at a time: ``--max-concurrent`` above 1 contradicts it.
     """
-    flags = check_values(_given_flags(args, [f.name for f in dataclasses.fields(SearchSettings)]),
-                         "command line", label=flag_label)
+    flags = given_settings(args)
     values = {**space.search, **(SMOKE if args.smoke else {}), **flags}
     sources = {key: f"{space.path.name} search.{key}" for key in space.search}
     sources.update({key: "--smoke" for key in SMOKE if args.smoke})
@@ -116,7 +144,8 @@ def resolve_settings(args: argparse.Namespace, space: SearchSpace) -> SearchSett
     return settings
 
 
-def _storage(text: Optional[str]) -> Path:
+def run_storage(text: Optional[str]) -> Path:
+    """The folder runs live in (``--storage``, default ./runs); a cloud URI is refused."""
     if text and "://" in text:
         raise SearchError(f"--storage {text}: cloud URIs are not supported (the driver writes the run record and "
                           f"reads results locally); mount the bucket (s3fs, gcsfuse, ...) and give its path")
@@ -172,11 +201,9 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
     resources = trial_resources(args)
     _check_space_path(args.space)
     space = load_space(args.space)
-    dataset = args.dataset or ("synthetic" if args.smoke else None)
-    if dataset is None:
-        raise SearchError("--dataset is required (cub200, cars196, sop, inshop, inat or synthetic)")
+    dataset = run_dataset(args)
     settings = resolve_settings(args, space)
-    storage = _storage(args.storage)
+    storage = run_storage(args.storage)
     base, source = _base_config(args, dataset, settings, space)
     fit_batches_to_classes(space, base, sys.maxsize)  # no batch_size / samples_per_class pair divides: refused now
     starts = list(space.starts)

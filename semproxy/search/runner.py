@@ -30,7 +30,7 @@ from ..errors import INTERRUPTED, SearchError, first_line
 from ..metric_names import OBJECTIVE, OBJECTIVE_MODE
 from ..prepared import PreparedData
 from ..provenance import command_line, git_commit, package_versions
-from .plan import SearchPlan, existing_folder, plan_search
+from .plan import SearchPlan, existing_folder, plan_search, refuse_occupied, refuse_other_run
 from .record import SearchRecord
 
 __all__ = ["run_search", "run_planned", "preflight", "Preflight", "ray_session", "run", "summarise"]
@@ -77,11 +77,7 @@ def _check_resume(plan: SearchPlan, record: SearchRecord) -> None:
     from .results import read_experiment_state
 
     saved = SearchRecord.read(plan.run_dir)
-    changes = saved.differences(record)
-    if changes:
-        more = f"; and {len(changes) - 3} more" if len(changes) > 3 else ""
-        raise SearchError(f"--resume: {plan.run_dir} is another search ({'; '.join(changes[:3])}{more}); resume it "
-                          f"with its own arguments: {saved.command} --resume")
+    refuse_other_run("search", plan.run_dir, saved.differences(record), saved.command)
     if read_experiment_state(plan.run_dir).path is None:  # a damaged state raises, naming the file
         raise SearchError(f"--resume: {plan.run_dir} holds no Tune experiment state (the search stopped before "
                           f"it started); remove the folder or choose another --name")
@@ -98,8 +94,8 @@ def _check_free_space(plan: SearchPlan, concurrent: int) -> None:
 
 def preflight(plan: SearchPlan, resume: bool) -> Preflight:
     """Stage 2: everything that reads data or builds a model, before Ray starts; writes nothing."""
-    if plan.run_dir.exists() and any(plan.run_dir.iterdir()) and not resume:
-        raise SearchError(f"run {plan.run_dir} exists; pass --resume to continue it or choose another --name")
+    if not resume:
+        refuse_occupied(plan.run_dir)
     if resume and not plan.run_dir.is_dir():
         raise SearchError(f"--resume: no run at {plan.run_dir}")
     from ..prepared import prepare_data
