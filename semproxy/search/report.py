@@ -186,14 +186,17 @@ def _best_section(run_dir: Path, rows: list[TrialRow]) -> str:
             f"<div class='scroll'><table id='best-params'>{params}</table></div>{full}")
 
 
-def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None) -> Path:
-    """Write ``report.html`` and its PNGs into ``out_dir`` (default RUN_DIR/report); returns the page."""
+def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
+                 rows: Optional[list[TrialRow]] = None) -> Path:
+    """Write ``report.html`` and its PNGs into ``out_dir`` (default RUN_DIR/report); returns the page.
+
+    ``rows``: the run's trials when the caller has just read them (:func:`read_trials`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     run_dir = Path(run_dir).resolve()
     record = SearchRecord.read(run_dir)
-    rows = read_trials(run_dir)
+    rows = read_trials(run_dir) if rows is None else rows
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     planned = {r.trial_id: planned_epochs(r, int(record.settings["max_epochs"])) for r in rows}

@@ -295,14 +295,15 @@ def _chosen_row(run_dir: Path, rows: list[TrialRow], max_params: Optional[float]
 
 
 def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True, max_params: Optional[float] = None,
-                pareto_index: Optional[int] = None) -> tuple[Path, TrialRow]:
+                pareto_index: Optional[int] = None, rows: Optional[list[TrialRow]] = None) -> tuple[Path, TrialRow]:
     """Write the best trial's full config; ``final`` turns the validation split off and test evaluation on.
 
     In a multi-objective run ``max_params`` or ``pareto_index`` picks a point of the Pareto front instead.
+    ``rows``: the run's trials when the caller has just read them (:func:`read_trials`).
     """
     run_dir = Path(run_dir).resolve()
     record = SearchRecord.read(run_dir)
-    rows = read_trials(run_dir)
+    rows = read_trials(run_dir) if rows is None else rows
     row, chosen = _chosen_row(run_dir, rows, max_params, pareto_index)
     config = record.base_config(str(run_dir / RECORD_FILE)).replace(row.params, where=f"{row.path}/params.json")
     if final:

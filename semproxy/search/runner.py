@@ -204,14 +204,14 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
     print("\n" + format_table(rows, plan.settings.max_epochs))
     if not complete:
         print(f"\nPARTIAL: {finished} of {plan.settings.num_samples} trials finished; nothing exported.")
-        print(f"report (partial): {write_report(plan.run_dir)}")
+        print(f"report (partial): {write_report(plan.run_dir, rows=rows)}")
         return _stopped_early(plan, concurrent)
-    exported, best = export_best(plan.run_dir, plan.run_dir / "best_config.yaml")
+    exported, best = export_best(plan.run_dir, plan.run_dir / "best_config.yaml", rows=rows)
     print(f"\nbest: trial {best.trial_id}, val MAP@R {best.best_map_at_r:.4f} at epoch {best.best_epoch}")
     print(f"best params: {json.dumps(best.params, default=str)}")
     print(f"best checkpoint: {best.checkpoint}")
     print(f"best config (final training): {exported}\n  python -m semproxy.train --config {exported}")
-    print(f"report: {write_report(plan.run_dir)}")
+    print(f"report: {write_report(plan.run_dir, rows=rows)}")
     print(f"TensorBoard: tensorboard --logdir {plan.run_dir}   (Ray's own hint above points at a temporary copy)")
     return 0
 
