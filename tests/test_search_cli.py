@@ -201,6 +201,40 @@ def test_export_and_report_of_a_damaged_experiment_state_are_one_line_errors(tmp
     assert not (tmp_path / "best.yaml").exists()
 
 
+def test_epochs_a_restarted_trials_progress_file_lost_come_from_the_drivers_record(tmp_path):
+    from semproxy.search.results import HISTORY_FILE, read_trials
+
+    run = _crafted_run(tmp_path / "run", tmp_path / "pwned")
+    trial = next(run.glob("train_dml_*"))
+    (trial / "checkpoint_000001").mkdir()
+    # Tune's restart copied a stale progress.csv (header only) over the trial's, then appended epoch 3.
+    (trial / "progress.csv").write_text("val_map_at_r,val_recall_at_1,training_iteration,checkpoint_dir_name\n"
+                                        "0.45,0.85,3,checkpoint_000002\n")
+    epochs = {"1": {"training_iteration": 1, "val_map_at_r": 0.4, "val_recall_at_1": 0.8,
+                    "checkpoint_dir_name": "checkpoint_000000"},
+              "2": {"training_iteration": 2, "val_map_at_r": 0.5, "val_recall_at_1": 0.9,
+                    "checkpoint_dir_name": "checkpoint_000001"},
+              "3": {"training_iteration": 3, "val_map_at_r": 0.1, "val_recall_at_1": 0.2}}  # before the restart
+    (run / HISTORY_FILE).write_text(json.dumps({"trials": {"1a2b3c4d": epochs}}))
+    [row] = read_trials(run)
+    assert row.curve == {1: 0.4, 2: 0.5, 3: 0.45}  # the file's own line is the newer report of epoch 3
+    assert (row.epochs, row.best_epoch, row.recall_at_1) == (3, 2, 0.9)
+    assert row.checkpoint == str(trial / "checkpoint_000001")
+    (run / HISTORY_FILE).unlink()
+    assert read_trials(run)[0].curve == {3: 0.45}  # what the progress file alone says
+
+
+@pytest.mark.parametrize("history", ['{"trials": {"1a2b3c4d": {"x": {}}}}', '{"trials": [1]}', "\x00garbage"])
+def test_export_of_a_damaged_trial_history_is_a_one_line_error(tmp_path, capsys, history):
+    from semproxy.search.results import HISTORY_FILE
+
+    run = _crafted_run(tmp_path / "run", tmp_path / "pwned")
+    (run / HISTORY_FILE).write_text(history)
+    code, err = _run(["export", str(run), "-o", str(tmp_path / "best.yaml")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{HISTORY_FILE}: damaged trial history" in err and not (tmp_path / "best.yaml").exists()
+
+
 def test_every_flag_of_every_tune_command_says_its_default():
     from tune import export_parser, report_parser, search_parser
 

@@ -47,6 +47,8 @@ def _rungs(run: Path, exclude: set[str] = frozenset()) -> tuple[str, dict[int, d
 
 
 def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
+    from semproxy.search.results import read_history
+
     (tmp_path / "space.yaml").write_text(SPACE)
     command = [sys.executable, str(ROOT / "tune.py"), "--space", "space.yaml", "--dataset", "synthetic",
                "--data-root", str(tmp_path / "data"), "--num-samples", "6", "--max-epochs", "6",
@@ -75,6 +77,8 @@ def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
         assert after[trial][:len(iterations)] == iterations
         assert after[trial] == sorted(set(after[trial])), (trial, after[trial])
         assert max(after[trial]) <= 6
+    history = read_history(run)  # the driver's record came back with the resume too: epochs before the kill
+    assert {trial: sorted(epochs) for trial, epochs in history.items()} == after
     assert file_after, "the resumed search saved no ASHA state of its own"
     for milestone, recorded in rungs_before.items():  # ASHA's rungs came back with the resume
         assert recorded.items() <= rungs_after[milestone].items()

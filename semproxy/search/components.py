@@ -3,7 +3,7 @@
 The searcher comes from :data:`~semproxy.search.searcher.SAMPLERS`, the scheduler from
 :data:`~semproxy.search.schedulers.SCHEDULERS` (both named by ``SearchSettings``), the trainable is
 :func:`~semproxy.search.trainable.train_dml` with the run's resources, and the callbacks keep the
-scheduler's state across resumes and stop the search before its disk fills.
+scheduler's state across resumes, record every reported epoch and stop the search before its disk fills.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..errors import SearchError, first_line
 from ..metric_names import OBJECTIVE, OBJECTIVE_MODE
 from ..prepared import PreparedData
 from .guards import FreeSpaceGuard
+from .history import TrialHistoryCallback
 from .plan import SearchPlan, existing_folder
 from .schedulers import build_scheduler
 from .searcher import build_searcher
@@ -44,7 +45,7 @@ def build_tuner(plan: SearchPlan, data: PreparedData, concurrent: int, *, resume
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=settings.num_samples,
                                     max_concurrent_trials=concurrent),
         run_config=tune.RunConfig(
-            name=plan.name, storage_path=str(plan.storage), callbacks=[guard, *keep_state],
+            name=plan.name, storage_path=str(plan.storage), callbacks=[guard, *keep_state, TrialHistoryCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=OBJECTIVE,
                                                     checkpoint_score_order=OBJECTIVE_MODE),
             failure_config=tune.FailureConfig(max_failures=ask.max_failures)),

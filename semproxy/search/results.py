@@ -4,8 +4,9 @@ Works from the run directory's plain files alone, so ``tune.py export RUN_DIR`` 
 need neither the driver nor Ray, and never execute anything a run folder holds (run folders live on
 shared storage): the run record (``search.json``), Tune's experiment state parsed as JSON (trial
 ids, statuses and folders; its pickled fields are never decoded), each trial's ``params.json``,
-``progress.csv`` and ``error.txt``, and ASHA's decisions (``scheduler-decisions.json``). Damaged
-files are one-line errors naming them.
+``progress.csv`` and ``error.txt``, the driver's record of every reported epoch
+(``trial-history.json``, which fills the epochs a restarted trial's ``progress.csv`` lost), and ASHA's
+decisions (``scheduler-decisions.json``). Damaged files are one-line errors naming them.
 """
 from __future__ import annotations
 
@@ -24,13 +25,17 @@ from ..typed_config import short
 from .record import RECORD_FILE, SearchRecord
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "read_experiment_state", "read_trials",
-           "read_decisions", "best_trial", "export_best", "format_table", "format_value", "search_progress",
+           "read_decisions", "read_history", "HISTORY_FILE", "HISTORY_FIELDS", "best_trial", "export_best", "format_table", "format_value", "search_progress",
            "planned_epochs", "trial_kind", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
 TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_(\d+)_")  # <trainable>_<trial id>_<number>_<params>
 #: ASHA's decisions as the scheduler took them (semproxy.search.schedulers.RecordingASHA), plain JSON.
 DECISIONS_FILE = "scheduler-decisions.json"
+#: Every epoch each trial reported, as the driver received it (semproxy.search.history), plain JSON.
+HISTORY_FILE = "trial-history.json"
+#: What that file keeps of each result: what a trial's row is built from.
+HISTORY_FIELDS = ("training_iteration", OBJECTIVE, metric_name("val", "recall@1"), "checkpoint_dir_name")
 
 
 @dataclass
@@ -125,10 +130,10 @@ def _read_progress(path: Path) -> list[dict[str, str]]:
         raise ConfigError(f"{path}: unreadable progress file ({type(error).__name__}: {short(str(error))})") from None
 
 
-def _number(text: Optional[str]) -> float:
+def _number(text: Optional[str | float]) -> float:
     try:
         return float(text) if text not in (None, "") else math.nan
-    except ValueError:
+    except (ValueError, TypeError):
         return math.nan
 
 
@@ -164,8 +169,10 @@ def _trial_folders(run_dir: Path, state: ExperimentState) -> dict[str, Path]:
     return folders
 
 
-def _read_trial(trial_id: str, status: str, folder: Path) -> TrialRow:
-    by_epoch = {}
+def _read_trial(trial_id: str, status: str, folder: Path, reported: dict[int, dict[str, Any]]) -> TrialRow:
+    """``reported``: the driver's record of the trial's epochs; its ``progress.csv`` lines take precedence
+    (they may be newer than the record's last snapshot), the record fills the epochs the file lost."""
+    by_epoch: dict[int, dict[str, Any]] = dict(reported)
     for r in _read_progress(folder / "progress.csv"):
         epoch = _number(r.get("training_iteration"))
         if math.isfinite(epoch):
@@ -190,7 +197,8 @@ def read_trials(run_dir: str | Path) -> list[TrialRow]:
     """
     run_dir = Path(run_dir)
     state = read_experiment_state(run_dir)
-    rows = [_read_trial(trial, state.statuses.get(trial, "UNRECORDED"), folder)
+    history = read_history(run_dir)
+    rows = [_read_trial(trial, state.statuses.get(trial, "UNRECORDED"), folder, history.get(trial, {}))
             for trial, folder in _trial_folders(run_dir, state).items()]
     rows.sort(key=lambda r: (math.isnan(r.best_map_at_r), -(r.best_map_at_r if not math.isnan(r.best_map_at_r) else 0)))
     return rows
@@ -210,6 +218,21 @@ def read_decisions(run_dir: str | Path) -> Optional[list[Decision]]:
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{path}: damaged scheduler decisions ({type(error).__name__}: "
                           f"{short(str(error))})") from None
+
+
+def read_history(run_dir: str | Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """The driver's record of every trial's reported epochs, ``{trial id: {epoch: {field: value}}}``;
+    empty when the run has none (an older run). A damaged file is a one-line ConfigError naming it."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))["trials"]
+        return {str(trial): {int(epoch): {key: entry[key] for key in HISTORY_FIELDS if key in entry}
+                             for epoch, entry in epochs.items()}
+                for trial, epochs in raw.items()}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"{path}: damaged trial history ({type(error).__name__}: {short(str(error))})") from None
 
 
 def planned_epochs(row: TrialRow, max_epochs: int) -> int:
