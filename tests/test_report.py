@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from semproxy.metric_names import BEST_OBJECTIVE, OBJECTIVE
-from semproxy.search.results import DECISIONS_FILE, read_decisions, read_trials
+from semproxy.search.results import DECISIONS_FILE, best_trial, read_decisions, read_trials
 from tune import main as tune_main
 
 MAX_EPOCHS = 3
@@ -114,19 +114,23 @@ def test_a_run_without_recorded_decisions_draws_no_cutoffs(finished_run, tmp_pat
     assert (older / "report" / "curves.png").read_bytes() != (tmp_path / "kept" / "curves.png").read_bytes()
 
 
+def _set_statuses(run: Path, statuses: dict[str, str]) -> None:
+    """Rewrite Tune's experiment state as if the given trials had ended so."""
+    state_file = max(run.glob("experiment_state-*.json"))
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        trial["status"] = statuses.get(trial["trial_id"], trial["status"])
+        entry[0] = json.dumps(trial)
+    state_file.write_text(json.dumps(state))
+
+
 def test_errors_and_an_unfinished_search_say_so(finished_run, tmp_path):
     run = tmp_path / "crafted"
     shutil.copytree(finished_run, run)
     rows = read_trials(run)
     failed, running = rows[-1], rows[0]
-    state_file = max(run.glob("experiment_state-*.json"))
-    state = json.loads(state_file.read_text())
-    for entry in state["trial_data"]:
-        trial = json.loads(entry[0])
-        trial["status"] = {failed.trial_id: "ERROR", running.trial_id: "RUNNING"}.get(trial["trial_id"],
-                                                                                       trial["status"])
-        entry[0] = json.dumps(trial)
-    state_file.write_text(json.dumps(state))
+    _set_statuses(run, {failed.trial_id: "ERROR", running.trial_id: "RUNNING"})
     (Path(failed.path) / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
                                                  "TrainingError: the loss became NaN at epoch 1, step 3\n")
     assert tune_main(["report", str(run)]) == 0
@@ -137,6 +141,19 @@ def test_errors_and_an_unfinished_search_say_so(finished_run, tmp_path):
     banner = page.split("id='partial'>")[1].split("</div>")[0]
     assert "Unfinished search" in banner and f"{len(rows) - 1} of 5 trials finished" in banner
     assert page.index("id='partial'") < page.index("<table id='trials'>")  # at the top
+
+
+def test_the_best_trial_named_by_the_report_is_the_exported_one_never_a_failed_one(finished_run, tmp_path):
+    run = tmp_path / "crafted"
+    shutil.copytree(finished_run, run)
+    top, runner_up = read_trials(run)[:2]
+    _set_statuses(run, {top.trial_id: "ERROR"})
+    assert tune_main(["report", str(run)]) == 0
+    page = (run / "report" / "report.html").read_text()
+    summary = page.split("<h2>")[0]
+    assert f"Best: trial <b>{runner_up.label}</b> ({runner_up.trial_id})" in summary, summary[-600:]
+    assert f"<h2>Best trial: {runner_up.label}</h2>" in page
+    assert best_trial(read_trials(run)).trial_id == runner_up.trial_id
 
 
 def test_tensorboard_hparams_show_each_trials_best_map_at_r(finished_run):

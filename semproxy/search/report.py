@@ -19,8 +19,8 @@ from typing import Optional
 from . import report_figures as figures
 from .objectives import parse_objectives
 from .record import SearchRecord
-from .results import (Decision, TrialRow, format_value, planned_epochs, read_decisions, read_trials,
-                      search_progress, trial_kind, trial_outcome)
+from .results import (Decision, TrialRow, best_trial_so_far, format_value, planned_epochs, read_decisions,
+                      read_trials, search_progress, trial_kind, trial_outcome)
 
 __all__ = ["write_report"]
 
@@ -73,7 +73,7 @@ def _table_html(rows: list[TrialRow], planned: dict[str, int], stops: dict[str, 
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _summary(rows: list[TrialRow], record: SearchRecord, planned: dict[str, int]) -> str:
+def _summary(rows: list[TrialRow], best: Optional[TrialRow], record: SearchRecord, planned: dict[str, int]) -> str:
     settings = record.settings
     finished, complete = search_progress(rows, int(settings.get("num_samples", 0)))
     banner = ("" if complete else
@@ -85,11 +85,11 @@ def _summary(rows: list[TrialRow], record: SearchRecord, planned: dict[str, int]
     counts = [(kinds.count(k), words) for k, words in (
         ("completed", "ran all their epochs"), ("stopped", f"stopped early by {settings.get('scheduler')}"),
         ("error", "failed (ERROR)"), ("unfinished", "unfinished"))]
-    best = next((r for r in rows if not math.isnan(r.best_map_at_r)), None)
     what = (f"{settings.get('num_samples')} trials planned, each up to {settings.get('max_epochs')} epochs, "
             f"scheduler {settings.get('scheduler')}, searcher {settings.get('searcher')}")
     found = (f"Best: trial <b>{html.escape(best.label)}</b> ({best.trial_id}), validation MAP@R "
-             f"<b>{best.best_map_at_r:.4f}</b> at epoch {best.best_epoch}." if best else "No trial has reported yet.")
+             f"<b>{best.best_map_at_r:.4f}</b> at epoch {best.best_epoch}." if best else
+             "No trial has reported without failing yet.")
     return (banner + f"<p>{html.escape(what)}. {len(rows)} trials: "
             + ", ".join(f"{n} {words}" for n, words in counts if n) + f".</p><p>{found}</p>")
 
@@ -171,8 +171,7 @@ def _image_sections(views, out: Path) -> list[str]:
     return sections
 
 
-def _best_section(run_dir: Path, rows: list[TrialRow]) -> str:
-    best = next((r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"), None)
+def _best_section(run_dir: Path, best: Optional[TrialRow]) -> str:
     if best is None:
         return "<h2>Best trial</h2><p class='note'>No trial has reported without failing yet.</p>"
     params = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(format_value(v))}</td></tr>"
@@ -197,6 +196,7 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
     run_dir = Path(run_dir).resolve()
     record = SearchRecord.read(run_dir)
     rows = read_trials(run_dir) if rows is None else rows
+    best = best_trial_so_far(rows)
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     planned = {r.trial_id: planned_epochs(r, int(record.settings["max_epochs"])) for r in rows}
@@ -208,13 +208,13 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
                                              "git_commit", "study")}
     page = f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>semproxy search report: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>
-<h1>Search report: {html.escape(run_dir.name)}</h1>{_summary(rows, record, planned)}
+<h1>Search report: {html.escape(run_dir.name)}</h1>{_summary(rows, best, record, planned)}
 <h2>Trials (best first)</h2>
 <p class='caption'>Outcome: <i>completed</i> trials ran all their epochs; <i>stopped at epoch N of M</i>: the scheduler
 ended the trial at N of its M planned epochs (for ASHA, its validation MAP@R there was below the cut-off shown);
 <i>ERROR</i>: the trial failed, with its reason. The best value is over the epochs the trial ran.</p>
 {_table_html(rows, planned, stops)}
-{_best_section(run_dir, rows)}
+{_best_section(run_dir, best)}
 {pareto_table}{''.join(sections)}
 <h2>Run record</h2><details><summary>The command, space, settings, backbone, data and versions of this run
 (<code>search.json</code>)</summary><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre></details>

@@ -25,7 +25,7 @@ from ..typed_config import short
 from .record import RECORD_FILE, SearchRecord
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "read_experiment_state", "read_trials",
-           "read_decisions", "read_history", "HISTORY_FILE", "HISTORY_FIELDS", "best_trial", "export_best", "format_table", "format_value", "search_progress",
+           "read_decisions", "read_history", "best_trial_so_far", "HISTORY_FILE", "HISTORY_FIELDS", "best_trial", "export_best", "format_table", "format_value", "search_progress",
            "planned_epochs", "trial_kind", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
@@ -270,12 +270,18 @@ def search_progress(rows: list[TrialRow], num_samples: int) -> tuple[int, bool]:
     return finished, finished >= num_samples
 
 
+def best_trial_so_far(rows: list[TrialRow]) -> Optional[TrialRow]:
+    """The best trial (``rows`` best first) that did not fail: a failing configuration is no result to
+    train again. None when no such trial has reported."""
+    return next((r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"), None)
+
+
 def best_trial(rows: list[TrialRow]) -> TrialRow:
-    """The best trial that did not fail (a failing configuration is no result to train again)."""
-    scored = [r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"]
-    if not scored:
+    """:func:`best_trial_so_far`, which must exist (an export needs one)."""
+    best = best_trial_so_far(rows)
+    if best is None:
         raise ConfigError("no trial reported a validation MAP@R without failing")
-    return scored[0]
+    return best
 
 
 def format_table(rows: list[TrialRow], max_epochs: int, limit: int = 10) -> str:
