@@ -40,6 +40,7 @@ class TrainOutput:
     proxies: torch.Tensor                     # (C, E) the proxies the loss compares with
     semantic: Optional[torch.Tensor]          # (B, E) semantic proxies of the samples (vptsp only)
     class_rows: Optional[torch.Tensor] = None  # (G, S, D) the batch classes' class prompts, a leaf (vptsp only)
+    row_classes: Optional[torch.Tensor] = None  # (G,) their classes, on the bank's storage device (vptsp only)
 
 
 def _check_image_size(backbone: VisionTransformer, cfg: ModelConfig, where: str) -> None:
@@ -158,8 +159,7 @@ class PromptedViT(nn.Module):
         groups.check_labels(self.num_classes)
         out = self.train_outputs(images, groups)
         if out.class_rows is not None and self.training:
-            bank = self.semantic.bank
-            bank.activate(groups.classes_on(bank.storage_device), out.class_rows)
+            self.semantic.bank.activate(out.row_classes, out.class_rows)
         return out
 
     def train_outputs(self, images: torch.Tensor, groups: BatchClasses) -> TrainOutput:
@@ -173,12 +173,14 @@ class PromptedViT(nn.Module):
         if self.semantic is None:
             return TrainOutput(self(images), self.proxy_bias, None)
         bank = self.semantic.bank
-        rows = bank.gather(groups.classes_on(bank.storage_device), images.device)
+        classes = groups.classes_on(bank.storage_device)
+        rows = bank.gather(classes, images.device)
         features, proxy_features = self.encode_passes(
             images, [self.sample_prompts(images.shape[0]), self._proxy_pass_prompts(rows, groups)])
         embeddings, semantic = self.head(features), self.semantic.head(proxy_features)
         fresh = self.semantic.accumulate(semantic, groups)
-        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, groups.classes), semantic, rows)
+        return TrainOutput(embeddings, self.semantic.fuse(self.proxy_bias, fresh, groups.classes), semantic, rows,
+                           None if rows is None else classes)
 
     def _proxy_pass_prompts(self, rows: Optional[torch.Tensor], groups: BatchClasses) -> list[Optional[torch.Tensor]]:
         """Per block, each image's class prompts (after the sample prompts with ``proxy_prompts: class+sample``).

@@ -147,8 +147,7 @@ class Trainer:
         with autocast_for(self.device, self.amp):
             out = self.model.train_outputs(images, groups)
         terms = self.loss_fn(out.embeddings, labels, out.proxies)
-        classes = None if out.class_rows is None else groups.classes_on(self.model.semantic.bank.storage_device)
-        self.optimizers.minimise(terms.loss, out.class_rows, classes, self.scaler)
+        self.optimizers.minimise(terms.loss, out.class_rows, out.row_classes, self.scaler)
         return ProxyAnchorOutput(terms.loss.detach(), terms.pos_loss.detach(), terms.neg_loss.detach())
 
     # -- one epoch -------------------------------------------------------------------------
