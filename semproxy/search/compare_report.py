@@ -8,19 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from ..atomic import write_text_atomic
-from .compare_table import HEADER, TEST_MAP, MethodResult, format_markdown, table_cells
+from .compare_table import HEADER, TEST_MAP, MethodResult, table_cells, table_note
+from .report import STYLE
 
 if TYPE_CHECKING:
     from .compare import ComparePlan
 
 __all__ = ["plot_map_against_params", "write_compare_page"]
-
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1.5em;max-width:1200px;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}
-th{background:#f3f3f3}td{white-space:nowrap}.scroll{overflow-x:auto;max-width:100%}.small{color:#666}
-img{max-width:100%}"""
-
 
 def plot_map_against_params(results: list[MethodResult]) -> Optional[bytes]:
     """Test MAP@R (mean, 95% interval as error bars) against trained parameters on a log axis; None
@@ -62,7 +56,7 @@ def write_compare_page(results: list[MethodResult], plan: "ComparePlan", run_dir
                   f"src='data:image/png;base64,{base64.b64encode(image).decode()}'>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r)) + "</tr>" for r in results)
-    note = html.escape(format_markdown(results).split("\n\n", 1)[1].strip())
+    note = html.escape(table_note(results))
     links = "".join(f"<li><a href='../searches/{html.escape(r.name)}/report/report.html'>{html.escape(r.name)}</a>"
                     f" ({html.escape(r.method)}): {r.trials} trials, final configuration in "
                     f"<code>final/{html.escape(r.name)}/config.yaml</code></li>" for r in results)

@@ -23,7 +23,8 @@ from .intervals import Interval, t_interval
 if TYPE_CHECKING:
     from .compare import ComparePlan
 
-__all__ = ["TEST_METRICS", "MethodResult", "compare_results", "format_markdown", "write_tables", "search_seconds"]
+__all__ = ["TEST_METRICS", "MethodResult", "compare_results", "format_markdown", "table_note", "write_tables",
+           "search_seconds"]
 
 #: The test metrics of the table: (metrics.json name, column label).
 TEST_METRICS = ((metric_name("test", "recall@1"), "test R@1"), (metric_name("test", "map@r"), "test MAP@R"),
@@ -109,17 +110,21 @@ def table_cells(result: MethodResult) -> list[str]:
             f"{100 * result.gap:+.2f}"]
 
 
-def format_markdown(results: list[MethodResult]) -> str:
-    """The table in Markdown, with a line on what the intervals are."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in results]
-    n = {len(r.seeds) for r in results}
-    note = ("Test metrics in %: mean ± half width of the 95% Student-t interval over the final runs of each "
+def table_note(results: list[MethodResult]) -> str:
+    """What the table's numbers are: the intervals, the search time, the gap."""
+    one_run = any(len(r.seeds) == 1 for r in results)
+    return ("Test metrics in %: mean ± half width of the 95% Student-t interval over the final runs of each "
             "space's best configuration, which differ only in their seed"
-            + (" (one run: no interval, n/a)" if 1 in n else "")
+            + (" (one run: no interval, n/a)" if one_run else "")
             + ". Search time: wall time of the search's Tune sessions. val - test: the search's best validation MAP@R "
               "minus the mean test MAP@R, in points.")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def format_markdown(results: list[MethodResult]) -> str:
+    """The table in Markdown, with :func:`table_note` under it."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in results]
+    return "\n".join(lines) + "\n\n" + table_note(results) + "\n"
 
 
 def _csv(results: list[MethodResult]) -> str:
