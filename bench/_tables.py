@@ -1,4 +1,4 @@
-"""Shared by the bench scripts: print a markdown table and write it under bench/results/."""
+"""Shared by the bench scripts: print a markdown table, write it under bench/results/, name the machine."""
 from __future__ import annotations
 
 import os

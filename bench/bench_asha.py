@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,7 +63,7 @@ def main() -> None:
         print(f"  seed {seed}: asha {asha}, fifo {fifo}", file=sys.stderr)
     lines = [f"ASHA vs FIFO on the synthetic dataset (micro ViT), space {Path(args.space).name}, "
              f"{args.num_samples} trials x up to {args.max_epochs} epochs, grace {args.grace_period}, "
-             f"reduction factor {args.reduction_factor}; {platform.machine()}, {os.cpu_count()} CPU cores.", "",
+             f"reduction factor {args.reduction_factor}; {machine()}.", "",
              "| seed | ASHA trial-epochs | FIFO trial-epochs | epochs ratio | ASHA best val MAP@R | FIFO best val MAP@R "
              "| MAP@R ratio | ASHA s | FIFO s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for seed, asha, fifo in rows:

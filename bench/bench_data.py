@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from _runs import busy_cpu_seconds
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 from bench_step import sync
 
 import numpy as np
@@ -131,11 +129,6 @@ def semproxy_rows(cache, args: argparse.Namespace, device: torch.device) -> dict
             thread_ms = 1000 * (loader.host_seconds - seconds) / (loader.host_batches - batches)
             rows[names[name]].append((*timed, thread_ms))
     return rows
-
-
-def machine(device: torch.device) -> str:
-    where = torch.cuda.get_device_name(device) + ", " if device.type == "cuda" else ""
-    return f"{where}{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
 def parse_args() -> argparse.Namespace:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 from _runs import UtilisationSampler, cub_sized_config, trial_times
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_SEQUENTIAL_S = 0.166 * 91 * 15 * 64  # the paper code's 64 trials, one after another
@@ -84,11 +83,10 @@ def main() -> None:
     first, last = min(t["start"] for t in trials), max(t["end"] for t in trials)
     train, val, wait = (sum(t[k] for t in trials) for k in ("train", "val", "wait"))
     total, images, epochs = sum(t["total"] for t in trials), sum(t["images"] for t in trials), sum(t["epochs"] for t in trials)
-    machine = (torch.cuda.get_device_name() if gpu
-               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     unit = "GPU" if gpu else "CPU"
     shown = " ".join(a.replace(str(work), "RUN").replace(f"{ROOT}/", "") for a in command[1:])
-    lines = [f"{description}; {machine}, torch {torch.__version__}.", "", f"Command: `{shown}` (RUN: the run's folder).", "",
+    lines = [f"{description}; {machine('cuda' if gpu else 'cpu')}.", "",
+             f"Command: `{shown}` (RUN: the run's folder).", "",
              "| measure | value |", "|---|---:|",
              f"| wall time of the whole command (data generation and caching included) | {wall / 60:.1f} min |",
              f"| from the first trial's start to the last trial's end | {(last - first) / 60:.1f} min |",

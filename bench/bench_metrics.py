@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _tables import machine as _machine
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.md"
 METHODS = ("ours", "ours-sop", "pml")
@@ -96,14 +97,11 @@ def run_one(method: str, n: int, args: argparse.Namespace) -> dict:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    mem = next((int(line.split()[1]) / 2**20 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    """The shared machine phrase plus what this bench also depends on (it uses no GPU)."""
     import faiss
-    import torch
     import pytorch_metric_learning as pml
-    return (f"{cpu}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, no GPU used; Python {platform.python_version()}, "
-            f"numpy {np.__version__}, faiss {faiss.__version__}, torch {torch.__version__}, "
-            f"pytorch-metric-learning {pml.__version__}")
+    return (f"{_machine()}, no GPU used; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"faiss {faiss.__version__}, pytorch-metric-learning {pml.__version__}")
 
 
 def fmt(r: dict, key: str, spec: str) -> str:

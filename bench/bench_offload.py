@@ -15,13 +15,11 @@ bank in device memory and offloaded, and the bank's own work per step (gather + 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
 
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 from bench_step import median, setup, sync
 from semproxy.config import Config
 from semproxy.data import BatchClasses
@@ -96,11 +94,9 @@ def main() -> None:
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    machine = (torch.cuda.get_device_name() if cuda
-               else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     where = "cuda" if cuda else "meta (no GPU: where each tensor goes, not an allocator counter)"
-    lines = [f"Class prompts of SOP's shape (CLS-N 5 x CLS-L 12, D 384, ViT-S/16), on {machine}, torch "
-             f"{torch.__version__}. Device: {where}.", "",
+    lines = [f"Class prompts of SOP's shape (CLS-N 5 x CLS-L 12, D 384, ViT-S/16), on {machine(device)}. "
+             f"Device: {where}.", "",
              "| classes | placement | class prompts on device MiB | rest of the model on device MiB "
              "| rows gathered per batch (32 classes) MiB | class prompts on host MiB | CUDA peak over a step MiB |",
              "|---:|---|---:|---:|---:|---:|---:|"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from _runs import UtilisationSampler, cub_sized_config, trial_times
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,16 +123,15 @@ def main() -> None:
                 results += measure_mode(True, args.packings, config, data, args.epochs, work)
         except RuntimeError as error:
             mps_note = f" MPS not measured: {error}."
-    publish(table(results, args, torch.cuda.get_device_name(), torch.__version__, time.time() - start, mps_note),
-            args.out)
+    publish(table(results, args, machine("cuda"), time.time() - start, mps_note), args.out)
 
 
-def table(results: list[dict], args: argparse.Namespace, gpu: str, version: str, seconds: float,
+def table(results: list[dict], args: argparse.Namespace, machine_phrase: str, seconds: float,
           mps_note: str) -> list[str]:
     """The packing table: each row's throughput against one trial alone without MPS."""
     one: Optional[dict] = next((r for r in results if r["n"] == 1 and not r["mps"]), None)
-    lines = [f"Trial packing on one {gpu}: vptsp_gru, ViT-S/16 224 px, CUB-sized generated data, {args.epochs} "
-             f"epochs per trial, compile: {args.compile}, torch {version} ({seconds / 60:.1f} min).{mps_note}", "",
+    lines = [f"Trial packing on one {machine_phrase}: vptsp_gru, ViT-S/16 224 px, CUB-sized generated data, "
+             f"{args.epochs} epochs per trial, compile: {args.compile} ({seconds / 60:.1f} min).{mps_note}", "",
              "| trials per GPU (fraction) | MPS | images/s, all trials | vs 1 trial without MPS | waiting for data | "
              "GPU utilisation |", "|---|---|---:|---:|---:|---:|"]
     for r in results:

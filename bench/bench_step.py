@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -30,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 
 from semproxy.models import METHODS  # every registered method, in registration order
 
@@ -191,14 +189,6 @@ def sync(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def machine(device: str) -> str:
-    import torch
-
-    name = (torch.cuda.get_device_name() if device.startswith("cuda")
-            else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores")
-    return f"{name}, torch {torch.__version__}"
 
 
 def _mib(value: Optional[float]) -> str:

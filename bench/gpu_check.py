@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _tables import RESULTS, publish
+from _tables import RESULTS, machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -89,7 +89,7 @@ def main() -> int:
         outcome, seconds, last = run_step(command, min(limit, left), log)
         rows.append((name, outcome, seconds, last))
         print(f"{outcome:>10}  {seconds:6.1f} s  {name}  (log: {log})", flush=True)
-    lines = [f"GPU check on {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+    lines = [f"GPU check on {machine('cuda')}, "
              f"{time.time() - start:.0f} s in all (budget {args.budget:.0f} s); logs in {work}.", "",
              "| step | outcome | seconds | last line of its output |", "|---|---|---:|---|"]
     lines += [f"| {name} | {outcome} | {seconds:.0f} | {last.replace('|', '/')} |" for name, outcome, seconds, last in rows]
