@@ -143,8 +143,14 @@ class OptimConfig:
     lr_proxy: float = knob(0.1, "learning rate of the proxies (absolute)", low=0.0)
     weight_decay: float = knob(1e-6, "weight decay (L2 for sgd/adam, decoupled for adamw)", low=0.0)
     momentum: float = knob(0.9, "SGD momentum", low=0.0, high=1.0)
-    epochs: int = knob(15, "training epochs; the cosine schedule spans them", low=1, high=MAX_EPOCHS)
+    epochs: int = knob(15, "training epochs", low=1, high=MAX_EPOCHS)
     warmup_epochs: int = knob(0, "linear warm-up epochs before the cosine decay", low=0, high=MAX_EPOCHS)
+    cosine_epochs: Optional[int] = knob(
+        None, "length in epochs of the cosine decay after the warm-up (the paper code's lr_cosine_length, "
+              "torch's T_max); None = the rest of the run; past its end the rates climb again, as torch's do",
+        low=1, high=MAX_EPOCHS)
+    lr_min: float = knob(0.0, "learning rate the cosine decays to, absolute and the same for every group (the paper "
+                              "code's lr_cosine_min, torch's eta_min)", low=0.0)
     grad_clip: Optional[float] = knob(None, "clip the gradient norm to this value; None = off", low=0.0)
     amp: bool = knob(True, "mixed precision on GPU (bf16 where supported, else fp16); off on CPU")
     compile: Literal["off", "default", "cuda_graphs"] = knob(
@@ -168,7 +174,9 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    """Every knob of a run. ``Config()`` is the paper code's CUB ViT-S/16 setting."""
+    """Every knob of a run. ``Config()`` is the paper code's CUB ViT-S/16 setting but for its schedule's
+    length and floor (``experiments/cub200_vit_s.yaml`` has them): by default the cosine spans the run
+    and ends at zero."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -134,6 +134,36 @@ def test_cosine_schedule_with_warmup():
     assert lr_factor(4, 6, 2) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
 
 
+@pytest.mark.parametrize("optimizer, cosine_epochs, lr_min", [("sgd", 50, 1e-8), ("adamw", None, 1e-6),
+                                                           ("sgd", 4, 2e-3)])
+def test_each_groups_rate_follows_torchs_cosine_annealing(optimizer, cosine_epochs, lr_min):
+    """The paper code's schedule: CosineAnnealingLR(T_max=lr_cosine_length, eta_min=lr_cosine_min) stepped
+    per epoch, for the dense groups (lr, lr_proxy) and the class-prompt rows alike, past its length too."""
+    from conftest import NUM_CLASSES, micro_config
+    from semproxy.config import OptimConfig
+    from semproxy.models import build_model
+    from semproxy.optim import build_optimizers
+
+    cfg = OptimConfig(optimizer=optimizer, lr=5e-3, lr_proxy=0.1, epochs=15, cosine_epochs=cosine_epochs,
+                      lr_min=lr_min)
+    optimizers = build_optimizers(build_model(micro_config(method="vptsp_gru"), NUM_CLASSES), cfg)
+    assert optimizers.bank is not None
+    reference = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": cfg.lr},
+                                 {"params": [torch.zeros(1)], "lr": cfg.lr_proxy}], lr=cfg.lr)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=cosine_epochs or cfg.epochs,
+                                                           eta_min=lr_min)
+    for epoch in range(cfg.epochs):
+        expected = [g["lr"] for g in reference.param_groups]
+        assert [g["lr"] for g in optimizers.dense.param_groups] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+        assert optimizers.bank.param_groups[0]["lr"] == pytest.approx(expected[0], rel=1e-9, abs=1e-15)
+        last = optimizers.dense.param_groups[0]["lr"]
+        reference.step()
+        annealing.step()
+        optimizers.end_epoch()
+    if cosine_epochs == 50:  # the paper code's CUB run trains its last epoch at 82% of its rates
+        assert last / cfg.lr == pytest.approx(0.5 * (1 + math.cos(math.pi * 14 / 50))) and last / cfg.lr > 0.81
+
+
 def test_final_training_command_and_evaluate(workdir, capsys):
     out = workdir / "final"
     args = ["--config", str(EXPERIMENT), "--out", str(out), "--no-progress",
