@@ -18,6 +18,7 @@ from PIL import Image
 from semproxy.config import Config
 from semproxy.data import BatchAugment, ImageList, TrainLoader, build_train_cache
 from semproxy.data.cache import DeviceTrainImages
+from semproxy.data.transforms import CropParams
 from semproxy.data.loader import FREE_MEMORY_SHARE, DataPath, choose_path
 from semproxy.prepared import prepare_data
 
@@ -90,6 +91,30 @@ def test_device_images_gather_the_host_padded_batch_byte_for_byte(cache, monkeyp
     for indices in [np.array([last]), np.array([7, last, 0, 7]), *(rng.integers(0, len(cache), 8) for _ in range(5))]:
         expected, _ = cache.batch(indices)
         assert torch.equal(images.batch(images.rows(indices)), torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_an_image_in_a_padded_batch_is_resampled_as_it_would_be_alone(cache, interpolation):
+    """Crops that reach an image's right or bottom edge read its edge, never the batch's padding."""
+    augment = BatchAugment(24, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation=interpolation)
+    images = DeviceTrainImages.upload(cache, "cpu")
+    heights, widths = cache.shapes[:, 0], cache.shapes[:, 1]
+    indices = np.flatnonzero((heights < heights.max()) & (widths < widths.max()))[:12]
+    assert len(indices) == 12  # each padded below and to the right, in a batch with the tallest and the widest
+    padding = [int(heights.argmax()), int(widths.argmax())]
+    sizes = cache.shapes[indices]
+    # whole images and crops of their bottom-right corner, flipped and not
+    boxes = np.concatenate([np.stack([np.zeros(6), np.zeros(6), sizes[:6, 1], sizes[:6, 0]], 1),
+                            np.stack([sizes[6:, 1] / 2, sizes[6:, 0] / 2, sizes[6:, 1] / 2, sizes[6:, 0] / 2], 1)])
+    params = CropParams(boxes, np.arange(12) % 2 == 1)
+    padded, _ = cache.batch(np.append(indices, padding))
+    on_device = images.batch(images.rows(np.append(indices, padding)))
+    assert torch.equal(on_device, torch.from_numpy(padded))  # both paths pad alike
+    batched = augment.on_device(torch.from_numpy(padded[:12]), sizes, params)
+    for slot, index in enumerate(indices):
+        alone = augment.on_device(torch.from_numpy(cache.batch(index[None])[0]), sizes[slot:slot + 1],
+                                  CropParams(boxes[slot:slot + 1], params.flip[slot:slot + 1]))
+        torch.testing.assert_close(batched[slot:slot + 1], alone, atol=2e-3, rtol=0)  # float rounding of the grid
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])

@@ -39,10 +39,15 @@ from .files import allocate_npy, format_bytes, is_disk_full, make_folder, staged
 from .records import DatasetError, ImageList
 from .transforms import Interpolation
 
-__all__ = ["TrainImageCache", "EvalImageCache", "DeviceTrainImages", "PaddedRows", "build_train_cache",
+__all__ = ["TrainImageCache", "EvalImageCache", "DeviceTrainImages", "PaddedRows", "EDGE", "build_train_cache",
            "build_eval_cache", "default_cache_dir", "UnreadableImageWarning"]
 
 CACHE_VERSION = 1
+#: Rows and columns of a padded batch that repeat an image's edge. A training crop samples each image
+#: no further than its last pixel centre, and bicubic resampling reads two pixels on from there (with
+#: weights zero at exactly that centre, but float rounding lands beside it): zeros there would darken
+#: the edges of every image narrower or shorter than its batch.
+EDGE = 2
 _FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 T = TypeVar("T")
 
@@ -87,25 +92,33 @@ class TrainImageCache(_MappedImages):
         return self.pixels[start:start + h * w * 3].reshape(h, w, 3)
 
     def batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A zero-padded (B, 3, Hmax, Wmax) uint8 batch and the (B, 2) valid sizes."""
+        """A padded (B, 3, Hmax, Wmax) uint8 batch and the (B, 2) valid sizes.
+
+        Each image's last column and then its last row are repeated once into the padding, zeros
+        beyond (:data:`EDGE`): resampling reads it as it would the image alone.
+        """
         sizes = self.shapes[indices]
         out = np.zeros((len(indices), 3, sizes[:, 0].max(), sizes[:, 1].max()), dtype=np.uint8)
         for slot, index in enumerate(indices):
             h, w = sizes[slot]
             out[slot, :, :h, :w] = self.image(index).transpose(2, 0, 1)
+            out[slot, :, :h, w:w + EDGE] = out[slot, :, :h, w - 1:w]  # empty where the image fills the width
+            out[slot, :, h:h + EDGE, :w + EDGE] = out[slot, :, h - 1:h, :w + EDGE]
         return out, sizes
 
 
 class PaddedRows(NamedTuple):
-    """Where each row of a zero-padded (B, 3, H, W) batch starts in a :class:`DeviceTrainImages`
+    """Where each row and column of a padded (B, 3, H, W) batch comes from in a :class:`DeviceTrainImages`
     buffer: built on the host from the cache's offsets and shapes, a few kB a batch.
 
-    Row y of image b starts at byte ``starts[b, y]``; rows below an image start in the buffer's zero
-    tail, so they read zeros. ``valid[b, x]`` says whether column x lies inside image b.
+    Row y of image b starts at byte ``starts[b, y]`` (its last row again just below it; further rows
+    start in the buffer's zero tail, so they read zeros). Column x is the row's pixel
+    ``columns[b, x]`` (its last one again just right of it), kept where ``valid[b, x]``, zero elsewhere.
     """
 
-    starts: torch.Tensor  # (B, H) int64
-    valid: torch.Tensor   # (B, W) bool
+    starts: torch.Tensor   # (B, H) int64
+    columns: torch.Tensor  # (B, W) int64
+    valid: torch.Tensor    # (B, W) bool
 
     @property
     def padded(self) -> tuple[int, int]:
@@ -148,18 +161,20 @@ class DeviceTrainImages:
 
     def rows(self, indices: np.ndarray) -> PaddedRows:
         """The host half of a batch of images ``indices``: their :class:`PaddedRows` (CPU tensors)."""
-        heights, widths = self.shapes[indices, 0], self.shapes[indices, 1]
-        y = np.arange(heights.max())
-        starts = self.offsets[indices, None] + y * (3 * widths[:, None])
-        starts = np.where(y < heights[:, None], starts, self.zero_row)
-        valid = np.arange(widths.max()) < widths[:, None]
-        return PaddedRows(torch.from_numpy(starts.astype(np.int64)), torch.from_numpy(valid))
+        heights, widths = self.shapes[indices, 0, None], self.shapes[indices, 1, None]
+        y, x = np.arange(heights.max()), np.arange(widths.max())
+        starts = self.offsets[indices, None] + np.minimum(y, heights - 1) * (3 * widths)
+        starts = np.where(y < heights + EDGE, starts, self.zero_row)
+        columns = np.minimum(x, widths - 1)
+        return PaddedRows(*(torch.from_numpy(a) for a in (starts.astype(np.int64), columns.astype(np.int64),
+                                                           x < widths + EDGE)))
 
     def batch(self, rows: PaddedRows) -> torch.Tensor:
-        """The device half: the zero-padded (B, 3, H, W) uint8 batch, ``rows`` already on the device."""
+        """The device half: the padded (B, 3, H, W) uint8 batch, ``rows`` already on the device."""
         (batch, height), width = rows.starts.shape, rows.valid.shape[1]
         windows = self.pixels.unfold(0, 3 * width, 1)  # row r = pixels[r : r + 3W], a view: nothing is copied
         gathered = windows.index_select(0, rows.starts.reshape(-1)).view(batch, height, width, 3)
+        gathered = gathered.gather(2, rows.columns.view(batch, 1, width, 1).expand(batch, height, width, 3))
         out = torch.empty((batch, 3, height, width), dtype=torch.uint8, device=self.pixels.device)
         return torch.mul(gathered.permute(0, 3, 1, 2), rows.valid.view(batch, 1, 1, width), out=out)
 

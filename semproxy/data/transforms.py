@@ -101,7 +101,8 @@ class CropGrid(NamedTuple):
 
     ``theta`` maps output coordinates in [-1, 1] to the padded input (``affine_grid``,
     align_corners=False); sampling positions are clamped to [``low``, ``high``], each image's own
-    pixel centres, so they never fall in the padding.
+    pixel centres, so they never fall in the padding (bicubic's taps around them read the image's
+    edge, which the padded batch repeats: ``semproxy.data.cache.EDGE``).
     """
 
     theta: torch.Tensor  # (B, 2, 3) float32
