@@ -119,6 +119,10 @@ class DataConfig:
                                                          roles=(CACHE,))
     crop_pct: float = knob(0.875, "eval centre-crop fraction: Resize(size / crop_pct) + CenterCrop(size)",
                            low=0.1, high=1.0, roles=(CACHE,))
+    train_short_side: Optional[int] = knob(
+        None, "shorter side the training images are cached at, what RandomResizedCrop crops from (the paper code "
+              "cropped the original files); None = the evaluation resize, img_size / crop_pct (256 at 224 px)",
+        low=8, high=4096, roles=(CACHE,))
     cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy",
                                     roles=(RUNTIME, CACHE))
     workers: int = knob(4, "threads that decode images into the cache", low=1, high=256, roles=(RUNTIME,))

@@ -92,7 +92,8 @@ def prepare_data(config: Config, *, with_test: bool = False, progress: bool = Tr
 
     return PreparedData(
         name=config.data.dataset,
-        train=build_train_cache(splits.train, resize, desc="caching train images", **common),
+        train=build_train_cache(splits.train, config.data.train_short_side or resize, desc="caching train images",
+                                **common),
         val=evaluation(splits.val, "val") if splits.val is not None else None,
         test=evaluation(splits.test, "test" if splits.gallery is None else "query") if with_test else None,
         gallery=evaluation(splits.gallery, "gallery") if with_test and splits.gallery is not None else None,

@@ -165,6 +165,16 @@ def test_a_run_records_its_path_and_falls_back_when_the_budget_is_too_small(tmp_
     assert data.train_loader(config, torch.device("cpu")).path.name == "host-crops"
 
 
+def test_training_images_are_cached_at_train_short_side_else_at_the_evaluation_resize(tmp_path):
+    config = Config.load(EXPERIMENT).replace({"data_root": str(tmp_path / "data"), "cache_dir": str(tmp_path / "c"),
+                                              "img_size": 32, "crop_pct": 0.5})
+    default = prepare_data(config, progress=False)
+    larger = prepare_data(config.replace({"train_short_side": 96}), progress=False)
+    assert (default.train.shapes.min(1) == 64).all() and (larger.train.shapes.min(1) == 96).all()  # 32 / 0.5; 96
+    assert larger.train.folder != default.train.folder  # caches of their own
+    assert np.array_equal(larger.val.pixels, default.val.pixels)  # evaluation images are unchanged
+
+
 def test_an_upload_that_runs_out_of_device_memory_falls_back_to_host_batch(cache, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
