@@ -28,9 +28,11 @@ rel_i = 1 when the i-th neighbour has q's label:
 * ``r_precision``: mean over queries with R > 0 of (1/R) sum_{i<=R} rel_i.
 * ``map@r_paper``: the paper code's variant, with n = class size INCLUDING the query = R + 1 in
   leave-one-out: (1/n) sum_{i<=n} P@i * rel_i over the first n neighbours (self excluded; fewer when
-  only n - 1 exist), so a perfect ranking of a class of n scores (n-1)/n. Same queries as ``map@r``.
-  In query -> gallery mode the query is not in the gallery, n = R and it equals ``map@r``.
-* ``num_queries``: number of queries with R > 0 (those averaged by the last four).
+  only n - 1 exist), so a perfect ranking of a class of n scores (n-1)/n. Averaged over ALL queries,
+  as the paper code does: a lone query (a class of one image) scores 0. In query -> gallery mode the
+  query is not in the gallery, n = R and it equals ``map@r``.
+* ``num_queries``: number of queries with R > 0 (those averaged by ``precision@1``, ``map@r`` and
+  ``r_precision``).
 """
 from __future__ import annotations
 
@@ -254,6 +256,7 @@ def retrieval_metrics(
     per_pos = (lambda s: s / n_pos) if n_pos else (lambda s: float("nan"))
     out.update({
         "precision@1": per_pos(p1), "map@r": per_pos(ap), "r_precision": per_pos(r_prec),
-        "map@r_paper": per_pos(ap_paper), "num_queries": float(n_pos),
+        "map@r_paper": (ap_paper / n_total if n_total else float("nan")) if leave_one_out else per_pos(ap_paper),
+        "num_queries": float(n_pos),
     })
     return out

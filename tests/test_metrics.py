@@ -87,6 +87,8 @@ def _brute_metrics(q_emb: np.ndarray, q_labels: np.ndarray, g_emb: np.ndarray, g
         r = int(rel.sum())             # R: positives among all retrievable items
         n = r + int(leave_one_out)     # the paper's n: class size counting the query
         if r == 0:
+            if leave_one_out:
+                ap_paper.append(0.0)   # the paper code averages over every query: a lone one scores 0
             continue
         prec_rel = np.cumsum(rel) / np.arange(1, len(rel) + 1) * rel  # P@i * rel_i
         ap.append(prec_rel[:r].sum() / r)
@@ -172,7 +174,8 @@ def test_paper_variant_averages_over_the_class_size_window():
     # (1/2) * (P@2 * rel_2) = (1/2) * (1/2); a window of R = 1 neighbour would score 0.
     emb = np.array([[1, 0], [0, 1], [0.7071, 0.7071]], dtype=np.float32)
     m = retrieval_metrics(emb, np.array([0, 0, 1]), use_gpu=False)
-    assert m["map@r_paper"] == 0.25 and m["map@r"] == 0.0 and m["num_queries"] == 2
+    # Query 1 likewise scores 1/4; item 2 is alone in its class: it scores 0 and counts (the paper code's mean).
+    assert m["map@r_paper"] == pytest.approx((0.25 + 0.25 + 0) / 3) and m["map@r"] == 0.0 and m["num_queries"] == 2
     # One class over the whole set: the window n = 4 exceeds the 3 other items and is cut there.
     one = retrieval_metrics(np.random.default_rng(0).normal(size=(4, 3)), np.zeros(4, int), use_gpu=False)
     assert one["map@r"] == 1.0 and one["map@r_paper"] == pytest.approx(3 / 4)
