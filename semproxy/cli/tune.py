@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 import typing
+from typing import Callable
 
 from ..config import DataConfig
 from ..search.settings import SMOKE, SearchSettings, TrialResources, flag_label
@@ -174,11 +175,16 @@ def _search(argv: list[str]) -> int:
     return run_search(search_parser().parse_args(argv))
 
 
+RESUME = "resume with --resume (the same command plus --resume)"
+#: tune.py's subcommands (a search when none is named), each with what to say when it is interrupted.
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "compare": (_compare, RESUME), "export": (_export, "nothing was written"),
+    "report": (_report, "nothing was written"), "dashboard": (_dashboard, "nothing was written")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"export": _export, "report": _report, "dashboard": _dashboard}
-    if argv[:1] == ["compare"]:
-        return run_command(lambda: _compare(argv[1:]), "resume with --resume (the same command plus --resume)")
-    if argv[:1] and argv[0] in commands:
-        return run_command(lambda: commands[argv[0]](argv[1:]), "nothing was written")
-    return run_command(lambda: _search(argv), "resume with --resume (the same command plus --resume)")
+    if argv[:1] and argv[0] in COMMANDS:
+        command, interrupted = COMMANDS[argv[0]]
+        return run_command(lambda: command(argv[1:]), interrupted)
+    return run_command(lambda: _search(argv), RESUME)
