@@ -135,12 +135,3 @@ def test_normalise_bias_makes_lambda_a_convex_weight():
     plain = build_model(micro_config(method="vptsp_ema"), NUM_CLASSES)
     assert float(plain.proxy_bias.detach().norm(dim=1).mean()) == pytest.approx(0.16, rel=0.3)  # paper code's tiny start
 
-
-def test_gru_starts_as_the_paper_code_does_xavier_per_gate_and_zero_biases():
-    torch.manual_seed(0)
-    acc = GRUAccumulator(256)
-    bound = (6 / (256 + 256)) ** 0.5  # xavier-uniform of an E x E matrix (a fused 3E x E one would be smaller)
-    for weight in (acc.input_proj.weight, acc.hidden_proj.weight):
-        for gate in weight.detach().chunk(3, dim=0):
-            assert gate.abs().max() <= bound and gate.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.02)
-    assert torch.count_nonzero(acc.input_proj.bias) == 0 and acc.hidden_proj.bias is None

@@ -54,11 +54,9 @@ class GRUAccumulator(Accumulator):
         self.hidden_proj = nn.Linear(dim, 3 * dim, bias=False)  # U_z|U_r|U_n
         self.act = {"relu": torch.relu, "tanh": torch.tanh}[activation]
         self.dropout = nn.Dropout(dropout)
-        # The paper code's init: each gate's (E, E) matrix xavier-uniform on its own, biases zero.
-        for weight in (self.input_proj.weight, self.hidden_proj.weight):
-            for gate in weight.data.chunk(3, dim=0):
-                nn.init.xavier_uniform_(gate)
-        nn.init.zeros_(self.input_proj.bias)
+        bound = dim ** -0.5  # torch.nn.GRU's init (a deviation from the paper code's: docs/method.md)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
 
     def _step(self, projected: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """One GRU step from the input's projection x W + b (all three gates) and the hidden state."""
