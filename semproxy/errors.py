@@ -13,7 +13,7 @@ import reprlib
 from typing import Any, ClassVar
 
 __all__ = ["MAX_MESSAGE", "INTERRUPTED", "SemproxyError", "ConfigError", "SearchError", "DatasetError", "BackboneError",
-           "CheckpointError", "TrainingError", "one_line", "first_line", "short"]
+           "CheckpointError", "TrainingError", "RunInUseError", "one_line", "first_line", "short"]
 
 #: Longest error message: with an ``error: `` prefix it still fits a 300-character line.
 MAX_MESSAGE = 280
@@ -32,9 +32,12 @@ def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (its type where it has none), bounded like ours."""
-    lines = str(error).strip().splitlines()
-    return one_line(lines[0]) if lines else type(error).__name__
+    """The first line of an exception's message (its type where it has none), bounded like ours; the last
+    line where the message is a traceback (Ray wraps a worker's exception so), which names the error."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return one_line(lines[-1].strip() if lines[0].startswith("Traceback (most recent call last)") else lines[0])
 
 
 class _ShortRepr(reprlib.Repr):
@@ -81,6 +84,10 @@ class BackboneError(SemproxyError):
 
 class CheckpointError(SemproxyError):
     """A checkpoint is missing, unreadable, or made for another backbone or config."""
+
+
+class RunInUseError(SemproxyError):
+    """Another process is writing the run folder (a search, comparison or final training)."""
 
 
 class TrainingError(SemproxyError):

@@ -36,3 +36,15 @@ def test_optuna_searcher_accessors_follow_a_trial():
     assert not ray_compat.is_completed(searcher, "t1")
     ray_compat.mark_completed(searcher, "t1")
     assert ray_compat.is_completed(searcher, "t1") and len(ray_compat.optuna_study(searcher).trials) == 1
+
+
+def test_an_error_tune_wraps_as_a_traceback_reads_as_its_cause():
+    from ray.tune.error import TuneError
+
+    from semproxy.errors import first_line
+
+    wrapped = TuneError("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                        "optuna.exceptions.UpdateFinishedTrialError: Trial#3 has already finished.\n")
+    assert first_line(wrapped) == "optuna.exceptions.UpdateFinishedTrialError: Trial#3 has already finished."
+    assert first_line(TuneError("the search stopped\nmore detail")) == "the search stopped"
+    assert first_line(TuneError("")) == "TuneError"

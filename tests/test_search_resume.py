@@ -62,6 +62,9 @@ def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
     while time.time() < deadline and len(_iterations(run)) < 3:  # kill with the third trial under way
         time.sleep(0.5)
     assert len(_iterations(run)) >= 3, "the search made no progress"
+    second = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and f"is in use by PID {driver.pid} on " in second.stderr.strip().splitlines()[-1]
+    assert driver.poll() is None  # the running search goes on undisturbed
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     time.sleep(2)

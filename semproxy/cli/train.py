@@ -16,6 +16,7 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..metric_names import metric_name
 from ..models.memory import model_memory
+from ..run_lock import run_lock
 from . import OneLineParser, command_line, run_command
 
 __all__ = ["main", "build_parser"]
@@ -49,18 +50,24 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
+def _check_out(checkpoint: Path, resume: bool) -> None:
+    """A new run needs a folder without a checkpoint, a resume one with it."""
+    if checkpoint.exists() and not resume:
+        raise ConfigError(f"{checkpoint} exists; pass --resume to continue that run or choose another --out")
+    if resume and not checkpoint.exists():
+        raise ConfigError(f"--resume: no checkpoint in {checkpoint.parent}")
+
+
 def _train(args: argparse.Namespace) -> int:
     config = _load(args)
     out = Path(args.out or Path("runs") / "final" / Path(args.config).stem).expanduser().resolve()
     checkpoint = out / CHECKPOINT_FILE
-    if checkpoint.exists() and not args.resume:
-        raise ConfigError(f"{checkpoint} exists; pass --resume to continue that run or choose another --out")
-    if args.resume and not checkpoint.exists():
-        raise ConfigError(f"--resume: no checkpoint in {out}")
 
     from ..train.final import train_final
 
-    result = train_final(config, out, resume=args.resume, progress=not args.no_progress, source=args.config)
+    with run_lock(out, "training"):
+        _check_out(checkpoint, args.resume)
+        result = train_final(config, out, resume=args.resume, progress=not args.no_progress, source=args.config)
     test = result.test
     ks = ", ".join(f"R@{k} {100 * test[metric_name('test', f'recall@{k}')]:.1f}" for k in result.recall_ks)
     print(f"test ({result.dataset}, {result.test_images} images): {ks}, "

@@ -31,6 +31,7 @@ from ..atomic import write_text_atomic
 from ..config import Config
 from ..errors import ConfigError, SearchError
 from ..provenance import command_line
+from ..run_lock import run_lock
 from ..typed_config import short
 from .plan import (SPACES, SearchPlan, given_settings, plan_search, refuse_occupied, refuse_other_run,
                    run_dataset, run_storage, shown)
@@ -228,7 +229,8 @@ def _run_searches(searches: list[SearchPlan], states: dict[str, str], checked: d
             number = searches.index(plan) + 1
             verb = "resuming" if states[plan.name] == "resume" else "running"
             print(f"\n=== search {number}/{len(searches)} {plan.name}: {verb} ({plan.run_dir})", flush=True)
-            status = run_planned(plan, checked[plan.name], states[plan.name] == "resume")
+            with run_lock(plan.run_dir, "search"):
+                status = run_planned(plan, checked[plan.name], states[plan.name] == "resume")
             if status:
                 return status
     return 0
@@ -269,14 +271,19 @@ def _final_runs(plan: ComparePlan, run_dir: Path) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Plan, search, train and tabulate (or resume doing so); the exit status."""
+    plan, run_dir, searches = plan_compare(args)
+    with run_lock(run_dir, "comparison"):
+        _check_run(plan, run_dir, args.resume)
+        return _run_locked(args, plan, run_dir, searches)
+
+
+def _run_locked(args: argparse.Namespace, plan: ComparePlan, run_dir: Path, searches: list[SearchPlan]) -> int:
+    """:func:`run_compare` once it holds the comparison's folder."""
     from .compare_report import write_compare_page
     from .compare_table import compare_results, format_markdown, write_tables
 
-    plan, run_dir, searches = plan_compare(args)
-    _check_run(plan, run_dir, args.resume)
     states, checked = _preflight(searches)
     if not args.resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
         plan.write(run_dir)
     budget = SearchSettings(**plan.budget)
     print(f"comparison {run_dir.name} on {plan.dataset}: {', '.join(plan.spaces)}; each search {budget.num_samples} "

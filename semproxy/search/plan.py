@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from ..config import Config
 from ..errors import SearchError
+from ..run_lock import LOCK_FILE
 from .settings import SMOKE, SearchSettings, TrialResources, check_values, flag_label
 from .space import SearchSpace, fit_batches_to_classes, load_space
 from .study import check_new_study, open_storage, storage_url
@@ -101,8 +102,8 @@ def run_dataset(args: argparse.Namespace) -> str:
 
 
 def refuse_occupied(run_dir: Path) -> None:
-    """A new run needs a new (or empty) folder."""
-    if run_dir.exists() and any(run_dir.iterdir()):
+    """A new run needs a new (or empty) folder; the lock a process left there does not count."""
+    if run_dir.exists() and any(path.name != LOCK_FILE for path in run_dir.iterdir()):
         raise SearchError(f"run {run_dir} exists; pass --resume to continue it or choose another --name")
 
 

@@ -30,6 +30,7 @@ from ..errors import INTERRUPTED, SearchError, first_line
 from ..metric_names import OBJECTIVE, OBJECTIVE_MODE
 from ..prepared import PreparedData
 from ..provenance import command_line, git_commit, package_versions
+from ..run_lock import run_lock
 from .plan import SearchPlan, existing_folder, plan_search, refuse_occupied, refuse_other_run
 from .record import SearchRecord
 
@@ -96,8 +97,6 @@ def preflight(plan: SearchPlan, resume: bool) -> Preflight:
     """Stage 2: everything that reads data or builds a model, before Ray starts; writes nothing."""
     if not resume:
         refuse_occupied(plan.run_dir)
-    if resume and not plan.run_dir.is_dir():
-        raise SearchError(f"--resume: no run at {plan.run_dir}")
     from ..prepared import prepare_data
 
     data = prepare_data(plan.base)  # a bad data root fails fast; one cache for all trials
@@ -219,9 +218,12 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
 def run_search(args: argparse.Namespace) -> int:
     """Run (or resume) a search; the exit status (bad input raises a SemproxyError; 130: interrupted)."""
     plan = plan_search(args)
-    checked = preflight(plan, args.resume)
-    with ray_session(args.address):
-        return run_planned(plan, checked, args.resume)
+    if args.resume and not plan.run_dir.is_dir():
+        raise SearchError(f"--resume: no run at {plan.run_dir}")
+    with run_lock(plan.run_dir, "search"):  # before reading a state that another driver may be writing
+        checked = preflight(plan, args.resume)
+        with ray_session(args.address):
+            return run_planned(plan, checked, args.resume)
 
 
 def run_planned(plan: SearchPlan, checked: Preflight, resume: bool) -> int:
