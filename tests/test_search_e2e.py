@@ -16,10 +16,12 @@ from conftest import fill_disk
 from semproxy.cli.train import main as final_main
 from semproxy.search.ray_compat import optuna_study
 from semproxy.search.record import SearchRecord
-from semproxy.search.results import best_trial, read_trials
+from semproxy.search.results import best_trial, feasible, read_trials
 from tune import main as tune_main
 
 SPACES = Path(__file__).parent.parent / "search_spaces"
+#: Splits the two-objective search's trials: linear and 1-prompt vpt fit under it, 16-prompt vpt does not.
+CONSTRAINT_BOUND = 15000
 SPACE = """params:
   method: vptsp_gru
   lr: {loguniform: [0.0005, 0.02]}
@@ -178,10 +180,18 @@ def test_a_two_objective_search_draws_optunas_pareto_front_and_exports_its_point
                      "  num_prompts: {choice: [1, 16], when: {method: vpt}}\n"
                      "  prompt_depth: {choice: [2, 12], when: {method: vpt}}\n  lr: {loguniform: [0.001, 0.02]}\n")
     args = _common(tmp_path, space, "mo") + ["--num-samples", "5", "--max-epochs", "2", "--grace-period", "1",
-                                             "--objectives", "map_at_r,trainable_params", "--max-concurrent", "2"]
+                                             "--objectives", "map_at_r,trainable_params", "--max-concurrent", "2",
+                                             "--constraints", f"trainable_params<={CONSTRAINT_BOUND}"]
     assert tune_main(args) == 0
     run = tmp_path / "runs" / "mo"
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{run / 'study.db'}")
+    # The run's files judge each trial's constraint as Optuna did, and the exported best keeps it.
+    rows, constraints = read_trials(run), SearchRecord.read(run).constraints
+    optuna_feasible = {t.user_attrs["tune_trial_id"]: all(v <= 0 for v in t.constraints.values()) for t in study.trials}
+    assert {r.trial_id: feasible(r, constraints) for r in rows} == optuna_feasible
+    exported = best_trial(rows, constraints)
+    assert exported.final["trainable_params"] <= CONSTRAINT_BOUND
+    assert f"trial {exported.trial_id}" in (run / "best_config.yaml").read_text()
     front = {t.number for t in study.best_trials}
     assert front and len(study.directions) == 2
     assert all(t.state.name == "COMPLETE" for t in study.trials if t.number in front)  # stopped trials: PRUNED

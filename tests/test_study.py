@@ -100,3 +100,42 @@ def test_the_dashboard_of_a_folder_without_a_study_is_a_one_line_error(tmp_path,
         run = _earlier_run(tmp_path / "other", [])
         optuna.delete_study(study_name="earlier", storage=f"sqlite:///{run / 'study.db'}")
         make_dashboard_server(run, port=0)
+
+
+def _constrained_run(folder: Path, constraints: str) -> Path:
+    """A finished run of two trials: the better one (MAP@R 0.71) has 16,768 trainable parameters, the
+    other (0.65) 13,952; ``constraints`` as the search was given them."""
+    folder.mkdir(parents=True)
+    SearchRecord(command="python tune.py", cwd="/", space="s.yaml", space_text="", space_resolved=[],
+                 base=Config().to_mapping(), settings={"num_samples": 2, "max_epochs": 2, "constraints": constraints},
+                 starts=[], metric="val_map_at_r", mode="max", backbone={"name": "vit", "sha256": "ab"},
+                 data={"dataset": "cub200", "counts": {}}).write(folder)
+    trial_data = []
+    for number, (trial, lr, best, params) in enumerate([("aaaaaaaa", 0.001, 0.71, 16768),
+                                                        ("bbbbbbbb", 0.003, 0.65, 13952)], 1):
+        name = f"train_dml_{trial}_{number}_lr={lr}_2026-11-23_10-00-00"
+        (folder / name).mkdir()
+        (folder / name / "params.json").write_text(json.dumps({"lr": lr}))
+        (folder / name / "progress.csv").write_text(
+            "val_map_at_r,val_recall_at_1,trainable_params,training_iteration\n"
+            f"{best},0.8,{params},1\n{best - 0.01},0.8,{params},2\n")
+        trial_data.append([json.dumps({"trial_id": trial, "status": "TERMINATED", "relative_logdir": name}), "{}"])
+    (folder / "experiment_state-2026-11-23_10-00-00.json").write_text(json.dumps({"trial_data": trial_data}))
+    return folder
+
+
+def test_the_best_trial_exported_and_reported_keeps_the_runs_constraints(tmp_path, capsys):
+    free = _constrained_run(tmp_path / "free", "")
+    bound = _constrained_run(tmp_path / "bound", "trainable_params<=15000")
+    assert tune_main(["export", str(free), "-o", str(tmp_path / "free.yaml")]) == 0
+    assert "lr: 0.001" in (tmp_path / "free.yaml").read_text()
+    assert tune_main(["export", str(bound), "-o", str(tmp_path / "bound.yaml")]) == 0
+    exported = (tmp_path / "bound.yaml").read_text()
+    assert "lr: 0.003" in exported and "Best trial within trainable_params<=15000: trial bbbbbbbb" in exported
+    assert "wrote" in capsys.readouterr().out
+    out = tmp_path / "report"
+    assert tune_main(["report", str(bound), "-o", str(out)]) == 0
+    assert "<h2>Best trial: #2</h2>" in (out / "report.html").read_text()
+    none_fit = _constrained_run(tmp_path / "tight", "trainable_params<=1000")
+    assert tune_main(["export", str(none_fit), "-o", str(tmp_path / "tight.yaml")]) == 2
+    assert "within trainable_params<=1000" in capsys.readouterr().err

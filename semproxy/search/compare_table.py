@@ -78,6 +78,7 @@ def _metrics(path: Path) -> dict:
 def compare_results(plan: "ComparePlan", run_dir: Path) -> list[MethodResult]:
     """Every space's row, in the plan's order (its final runs must all have finished)."""
     from .compare import final_folder, search_folder
+    from .record import SearchRecord
     from .results import best_trial, read_trials
 
     results = []
@@ -86,10 +87,11 @@ def compare_results(plan: "ComparePlan", run_dir: Path) -> list[MethodResult]:
         values = {metric: [float(run["test"][metric]) for run in runs] for metric, _ in TEST_METRICS}
         learned = runs[0].get("parameters", {}).get("learned")
         rows = read_trials(search_folder(run_dir, name))
+        exported = best_trial(rows, SearchRecord.read(search_folder(run_dir, name)).constraints)
         results.append(MethodResult(
             name, space["method"], list(plan.final_seeds), {m: t_interval(v) for m, v in values.items()}, values,
             None if learned is None else int(learned), search_seconds(search_folder(run_dir, name)),
-            sum(r.epochs for r in rows), len(rows), best_trial(rows).best_map_at_r))
+            sum(r.epochs for r in rows), len(rows), exported.best_map_at_r))
     return results
 
 

@@ -20,6 +20,7 @@ from ..checkpoint import RUNTIME_FIELDS
 from ..config import Config, ConfigError
 from ..metric_names import OBJECTIVE, OBJECTIVE_MODE
 from ..typed_config import short
+from .objectives import Constraint
 from .settings import SearchSettings
 
 __all__ = ["RECORD_FILE", "SearchRecord"]
@@ -55,6 +56,11 @@ class SearchRecord:
     def __post_init__(self) -> None:
         # Settings a record predates (or leaves out) read as their defaults.
         self.settings = {**SearchSettings().to_mapping(), **self.settings}
+
+    @property
+    def constraints(self) -> tuple[Constraint, ...]:
+        """The run's constraints (``--constraints``), which its best trial keeps."""
+        return SearchSettings(**self.settings).constraint_specs
 
     @property
     def dataset(self) -> str:

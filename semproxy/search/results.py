@@ -14,7 +14,7 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -22,11 +22,13 @@ from typing import Any, Optional
 from ..config import ConfigError
 from ..metric_names import OBJECTIVE, metric_name
 from ..typed_config import short
+from .objectives import COSTS, Constraint
 from .record import RECORD_FILE, SearchRecord
 
-__all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "read_experiment_state", "read_trials",
-           "read_decisions", "read_history", "best_trial_so_far", "HISTORY_FILE", "HISTORY_FIELDS", "best_trial", "export_best", "format_table", "format_value", "search_progress",
-           "planned_epochs", "trial_kind", "trial_outcome"]
+__all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "HISTORY_FILE", "HISTORY_FIELDS",
+           "read_experiment_state", "read_trials", "read_decisions", "read_history", "feasible", "best_trial_so_far",
+           "best_trial", "export_best", "format_table", "format_value", "search_progress", "planned_epochs",
+           "trial_kind", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
 TRIAL_FOLDER = re.compile(r"^[A-Za-z0-9_]+?_([0-9a-f]{8})_(\d+)_")  # <trainable>_<trial id>_<number>_<params>
@@ -35,7 +37,7 @@ DECISIONS_FILE = "scheduler-decisions.json"
 #: Every epoch each trial reported, as the driver received it (semproxy.search.history), plain JSON.
 HISTORY_FILE = "trial-history.json"
 #: What that file keeps of each result: what a trial's row is built from.
-HISTORY_FIELDS = ("training_iteration", OBJECTIVE, metric_name("val", "recall@1"), "checkpoint_dir_name")
+HISTORY_FIELDS = ("training_iteration", OBJECTIVE, metric_name("val", "recall@1"), "checkpoint_dir_name", *COSTS)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class TrialRow:
     error: Optional[str]
     path: str
     curve: dict[int, float]    # validation MAP@R per epoch (finite values only)
+    final: dict[str, float] = field(default_factory=dict)  # the last epoch's objective and costs (the searcher's)
 
     @property
     def number(self) -> Optional[int]:
@@ -185,8 +188,10 @@ def _read_trial(trial_id: str, status: str, folder: Path, reported: dict[int, di
         name = by_epoch[best_epoch].get("checkpoint_dir_name") or ""
         checkpoint = str(folder / name) if name and (folder / name).is_dir() else None
     error = _error_line(folder) if status == "ERROR" else None
+    last = by_epoch[max(by_epoch)] if by_epoch else {}
+    final = {key: _number(last.get(key)) for key in (OBJECTIVE, *COSTS) if math.isfinite(_number(last.get(key)))}
     return TrialRow(trial_id, status, _read_params(folder), max(by_epoch, default=0), best_value, best_epoch,
-                    recall, checkpoint, error, str(folder), curve)
+                    recall, checkpoint, error, str(folder), curve, final)
 
 
 def read_trials(run_dir: str | Path) -> list[TrialRow]:
@@ -270,17 +275,26 @@ def search_progress(rows: list[TrialRow], num_samples: int) -> tuple[int, bool]:
     return finished, finished >= num_samples
 
 
-def best_trial_so_far(rows: list[TrialRow]) -> Optional[TrialRow]:
-    """The best trial (``rows`` best first) that did not fail: a failing configuration is no result to
-    train again. None when no such trial has reported."""
-    return next((r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"), None)
+def feasible(row: TrialRow, constraints: tuple[Constraint, ...]) -> bool:
+    """Whether the trial keeps every constraint of its run, judged as the searcher judged it: on the
+    values of its last epoch (a value it never reported breaks its constraint)."""
+    return all(c.violation(row.final.get(c.metric, math.inf if c.op == "<=" else -math.inf)) <= 0
+               for c in constraints)
 
 
-def best_trial(rows: list[TrialRow]) -> TrialRow:
+def best_trial_so_far(rows: list[TrialRow], constraints: tuple[Constraint, ...] = ()) -> Optional[TrialRow]:
+    """The best trial (``rows`` best first) that did not fail and keeps the run's ``constraints``: a failing
+    configuration, or one the search was told to avoid, is no result to train again. None when there is none."""
+    return next((r for r in rows if not math.isnan(r.best_map_at_r) and r.status != "ERROR"
+                 and feasible(r, constraints)), None)
+
+
+def best_trial(rows: list[TrialRow], constraints: tuple[Constraint, ...] = ()) -> TrialRow:
     """:func:`best_trial_so_far`, which must exist (an export needs one)."""
-    best = best_trial_so_far(rows)
+    best = best_trial_so_far(rows, constraints)
     if best is None:
-        raise ConfigError("no trial reported a validation MAP@R without failing")
+        within = f" within {', '.join(map(str, constraints))}" if constraints else ""
+        raise ConfigError(f"no trial reported a validation MAP@R without failing{within}")
     return best
 
 
@@ -308,11 +322,14 @@ def format_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _chosen_row(run_dir: Path, rows: list[TrialRow], max_params: Optional[float],
+def _chosen_row(run_dir: Path, rows: list[TrialRow], record: SearchRecord, max_params: Optional[float],
                 pareto_index: Optional[int]) -> tuple[TrialRow, str]:
-    """The trial to export and how it was chosen: the best validation MAP@R, or a Pareto-front point."""
+    """The trial to export and how it was chosen: the best validation MAP@R within the run's constraints,
+    or a Pareto-front point."""
     if max_params is None and pareto_index is None:
-        return best_trial(rows), "Best trial"
+        constraints = record.constraints
+        within = f" within {', '.join(map(str, constraints))}" if constraints else ""
+        return best_trial(rows, constraints), f"Best trial{within}"
     from .pareto import choose, read_study_points
 
     point = choose(read_study_points(run_dir), max_params=max_params, pareto_index=pareto_index)
@@ -333,7 +350,7 @@ def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True, max
     run_dir = Path(run_dir).resolve()
     record = SearchRecord.read(run_dir)
     rows = read_trials(run_dir) if rows is None else rows
-    row, chosen = _chosen_row(run_dir, rows, max_params, pareto_index)
+    row, chosen = _chosen_row(run_dir, rows, record, max_params, pareto_index)
     config = record.base_config(str(run_dir / RECORD_FILE)).replace(row.params, where=f"{row.path}/params.json")
     if final:
         config = config.replace({"val_fraction": 0.0, "test_eval": True})

@@ -196,7 +196,7 @@ def _stopped_early(plan: SearchPlan, concurrent: int) -> int:
 def summarise(plan: SearchPlan, concurrent: int) -> int:
     """Stage 5: print the trials, export the best config and write the report; the exit status."""
     from .report import write_report
-    from .results import export_best, format_table, read_trials, search_progress
+    from .results import export_best, feasible, format_table, read_trials, search_progress
 
     rows = read_trials(plan.run_dir)
     finished, complete = search_progress(rows, plan.settings.num_samples)
@@ -205,6 +205,11 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
         print(f"\nPARTIAL: {finished} of {plan.settings.num_samples} trials finished; nothing exported.")
         print(f"report (partial): {write_report(plan.run_dir, rows=rows)}")
         return _stopped_early(plan, concurrent)
+    constraints = plan.settings.constraint_specs
+    if constraints:
+        keep = sum(feasible(r, constraints) for r in rows)
+        print(f"\nconstraints {', '.join(map(str, constraints))}: {keep} of {len(rows)} trials keep them; the best of "
+              f"those is exported")
     exported, best = export_best(plan.run_dir, plan.run_dir / "best_config.yaml", rows=rows)
     print(f"\nbest: trial {best.trial_id}, val MAP@R {best.best_map_at_r:.4f} at epoch {best.best_epoch}")
     print(f"best params: {json.dumps(best.params, default=str)}")
