@@ -9,6 +9,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import shlex
 import shutil
 import time
 import warnings
@@ -24,10 +25,14 @@ from fake_layouts import make_cub_official, make_inat, make_inshop, make_sop, wr
 from semproxy.data import DatasetError, ImageList, build_eval_cache, build_train_cache, load_benchmark
 from semproxy.data import cache as cache_module
 from semproxy.cli.data import build_parser
+from semproxy.cli.data import main as data_main
+from semproxy.config import Config
 from semproxy.data.cache import UnreadableImageWarning
 from semproxy.data.readers import synthetic
+from semproxy.prepared import resolve_data_root
 
 SMALL_SET = dict(num_classes=6, images_per_class=3, image_size=32)
+SYNTHETIC_EXPERIMENT = Path(__file__).parent.parent / "experiments" / "synthetic.yaml"
 
 
 def _images(folder: Path, count: int) -> ImageList:
@@ -196,6 +201,33 @@ def test_a_regeneration_replaces_the_whole_set_and_never_a_foreign_folder(tmp_pa
     assert os.listdir(mine) == ["notes.txt"]
 
 
+def test_the_generate_command_makes_the_set_the_shipped_synthetic_config_asks_for(tmp_path, capsys):
+    root = tmp_path / "synthetic"
+    assert data_main(["synthetic", "--root", str(root)]) == 0  # the README's command, its defaults
+    config = Config.load(SYNTHETIC_EXPERIMENT).replace({"data_root": str(root)})
+    assert resolve_data_root(config) == root  # accepted as it is: no "another generation"
+    data = config.data
+    assert synthetic.read_meta(root) == {"num_classes": data.synthetic_classes, "images_per_class":
+                                         data.synthetic_per_class, "image_size": data.synthetic_size, "seed": 0}
+
+
+def test_another_generation_is_refused_with_the_command_that_makes_the_one_asked_for(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root = synthetic.generate(tmp_path / "my set", **SMALL_SET)
+    asked = dict(num_classes=4, images_per_class=2, image_size=16, seed=3)
+    with pytest.raises(DatasetError) as info:
+        synthetic.generate(root, **asked)
+    message = str(info.value)
+    assert message.startswith("synthetic: my set/synthetic.json holds another generation (6 classes x 3 images "
+                              "of 32 px, seed 0); make the one asked for with: python -m semproxy.data synthetic ")
+    assert "overwrite=True" not in message and "\n" not in message
+    command = shlex.split(re.fullmatch(r".*asked for with: (.+), or use another data root", message).group(1))
+    assert command[:3] == ["python", "-m", "semproxy.data"]
+    assert data_main(command[3:]) == 0  # the command as printed (run from here) replaces the set
+    assert synthetic.generate(root, **asked) == root and synthetic.read_meta(root) == asked
+    assert len(load_benchmark("synthetic", root).train.classes) == 2
+
+
 # ---- one-line errors for bad inputs ----------------------------------------------------------------
 @pytest.mark.parametrize("where", ["file/cache", "file"])
 def test_a_cache_dir_under_a_file_is_a_one_line_error(tmp_path, where):
@@ -255,4 +287,6 @@ def test_every_cli_flag_says_its_default():
             if action.option_strings and action.dest != "help":
                 text = action.help % {"default": action.default}
                 assert "(required)" in text if action.required else "default: " in text, (command, action.dest)
-    assert "(default: 24)" in commands["synthetic"].format_help()
+    shipped = Config.load(SYNTHETIC_EXPERIMENT).data  # the synthetic set's defaults are the shipped config's
+    assert f"(default: {shipped.synthetic_classes}, synthetic_classes of " in " ".join(
+        commands["synthetic"].format_help().split())

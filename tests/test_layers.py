@@ -18,9 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "semproxy"
 #: Bottom to top. A component is ``semproxy.<name>`` (a module or a package).
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"typed_config", "atomic", "provenance", "host_memory", "metric_names"},
+    {"typed_config", "atomic", "run_lock", "provenance", "host_memory", "metric_names"},
     {"config"},
-    {"device"},
+    {"device", "presets"},
     {"data", "losses", "metrics"},
     {"models"},
     {"optim", "checkpoint", "prepared"},

@@ -54,12 +54,39 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
     (["--max-concurrent", "-5"], "--max-concurrent"), (["--max-failures", "-1"], "--max-failures"),
     (["--seed", "-3"], "--seed"), (["--num-samples", "many"], "--num-samples"),
     (["--grace-period", "9"], "--grace-period"), (["--storage", "s3://bucket/runs"], "--storage"),
+    (["--name", "../../escape"], "--name"), (["--name", "a/b"], "--name"), (["--name", ".."], "--name"),
+    (["--address", "foo"], "--address"), (["--address", "host:99999"], "--address"),
+    (["--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
 ])
 def test_bad_flags_are_one_line_errors_before_any_work(no_work, tmp_path, capsys, flags, named):
     code, err = _run(["--space", str(SPACE), "--smoke", "--storage", str(no_work), *flags], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and named in err and len(err) < 300, err
     assert not no_work.exists() and not any(tmp_path.glob("s3*"))
+
+
+@pytest.mark.parametrize("args,hint", [(["exprot", "runs/x", "-o", "best.yaml"], " (did you mean 'export'?)"),
+                                       (["reprot", "runs/x"], " (did you mean 'report'?)"), (["runs/x"], "")])
+def test_an_unknown_command_is_named_with_the_closest_and_every_command(no_work, capsys, args, hint):
+    code, err = _run(args, capsys)
+    assert code == 2 and err == (f"error: unknown command '{args[0]}'{hint}; the commands are compare, export, "
+                                 f"report, dashboard, or none for a search (see python tune.py --help)\n")
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_a_storage_that_cannot_hold_runs_is_refused_before_any_work(no_work, tmp_path, capsys, kind):
+    blocked = tmp_path / "blocked"
+    if kind == "file":
+        blocked.write_text("not a folder")
+        storage, said = blocked / "runs", "blocked is a file, not a folder"
+    else:
+        blocked.mkdir()
+        blocked.chmod(0o500)
+        if os.access(blocked, os.W_OK):  # root ignores permission bits: a read-only bind mount needs privileges
+            pytest.skip("this user can write a folder whatever its mode")
+        storage, said = blocked, "is not writable"
+    code, err = _run(["--space", str(SPACE), "--smoke", "--storage", str(storage)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--storage" in err and said in err, err
 
 
 def test_a_misspelled_space_lists_the_spaces_there_are(no_work, capsys):

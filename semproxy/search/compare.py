@@ -33,7 +33,7 @@ from ..errors import ConfigError, SearchError
 from ..provenance import command_line
 from ..run_lock import run_lock
 from ..typed_config import short
-from .plan import (SPACES, SearchPlan, given_settings, plan_search, refuse_occupied, refuse_other_run,
+from .plan import (SPACES, SearchPlan, given_settings, plan_search, refuse_occupied, refuse_other_run, run_name,
                    run_dataset, run_storage, shown)
 from .record import RECORD_FILE
 from .runner import Preflight
@@ -158,7 +158,7 @@ def plan_compare(args: argparse.Namespace) -> tuple[ComparePlan, Path, list[Sear
     dataset = run_dataset(args)
     spaces = _spaces(args)
     budget = _budget(args, [space for _, space, _ in spaces.values()])
-    run_dir = run_storage(args.storage) / (args.name or f"compare-{dataset}")
+    run_dir = run_storage(args.storage) / run_name(args.name, f"compare-{dataset}")
     searches = []
     for name, (path, _, _) in spaces.items():
         flags = {**vars(args), **budget.to_mapping(), "space": str(path), "dataset": dataset, "name": name,

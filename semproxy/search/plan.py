@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import sys
 from dataclasses import dataclass
 from importlib.resources import files
@@ -16,18 +17,18 @@ from typing import Any, Optional
 
 from ..config import Config
 from ..errors import SearchError
+from ..presets import default_base_config
 from ..run_lock import LOCK_FILE
+from .address import check_address
 from .settings import SMOKE, SearchSettings, TrialResources, check_values, flag_label
 from .space import SearchSpace, fit_batches_to_classes, load_space
 from .study import check_new_study, open_storage, storage_url
 from .warm_start import warm_start
 
-__all__ = ["SearchPlan", "plan_search", "existing_folder", "resolve_settings", "trial_resources", "default_base_config",
-           "given_settings", "run_dataset", "run_storage", "refuse_occupied", "refuse_other_run",
-           "EXPERIMENTS", "SPACES", "RECORDS_MARGIN"]
+__all__ = ["SearchPlan", "plan_search", "existing_folder", "resolve_settings", "trial_resources", "given_settings",
+           "run_dataset", "run_storage", "run_name", "refuse_occupied", "refuse_other_run", "SPACES", "RECORDS_MARGIN"]
 
-# The shipped configs and spaces (package data: the repository's experiments/ and search_spaces/).
-EXPERIMENTS = Path(str(files("semproxy") / "experiments"))
+# The shipped spaces (package data: the repository's search_spaces/).
 SPACES = Path(str(files("semproxy") / "search_spaces"))
 RECORDS_MARGIN = 16 << 20  # free bytes for Tune's experiment state, results and event files
 
@@ -67,14 +68,6 @@ def existing_folder(path: Path) -> Path:
     while not path.exists():
         path = path.parent
     return path
-
-
-def default_base_config(dataset: str) -> tuple[Config, str]:
-    """The synthetic demo for ``synthetic``, else the paper's ViT-S setting of the dataset; and its file."""
-    path = EXPERIMENTS / ("synthetic.yaml" if dataset == "synthetic" else f"{dataset}_vit_s.yaml")
-    if path.is_file():
-        return Config.load(path), str(path)
-    return Config().replace({"dataset": dataset}), "the default config"
 
 
 def _given_flags(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
@@ -146,11 +139,28 @@ def resolve_settings(args: argparse.Namespace, space: SearchSpace) -> SearchSett
 
 
 def run_storage(text: Optional[str]) -> Path:
-    """The folder runs live in (``--storage``, default ./runs); a cloud URI is refused."""
+    """The folder runs live in (``--storage``, default ./runs): a folder this process can write, or one it
+    can create; a cloud URI is refused."""
     if text and "://" in text:
         raise SearchError(f"--storage {text}: cloud URIs are not supported (the driver writes the run record and "
                           f"reads results locally); mount the bucket (s3fs, gcsfuse, ...) and give its path")
-    return Path(text or "runs").expanduser().resolve()
+    path = Path(text or "runs").expanduser().resolve()
+    existing = existing_folder(path)
+    if not existing.is_dir():
+        raise SearchError(f"--storage {shown(path)}: {shown(existing)} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SearchError(f"--storage {shown(path)}: {shown(existing)} is not writable (permissions or a read-only "
+                          f"filesystem)")
+    return path
+
+
+def run_name(name: Optional[str], default: str) -> str:
+    """``--name`` (else ``default``): one folder name, so that the run stays inside ``--storage``."""
+    name = default if name is None else name
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise SearchError(f"--name {name!r}: expected a folder name (no '/', not '.' or '..'): the run lives in "
+                          f"STORAGE/NAME")
+    return name
 
 
 def shown(path: Path) -> str:
@@ -211,7 +221,8 @@ def plan_search(args: argparse.Namespace) -> SearchPlan:
     published = space.point_in_space(base.flat())
     if published and published not in starts:
         starts.insert(0, published)  # the base config (the paper's setting) where it lies in the space
-    name = args.name or f"{space.path.stem}-{dataset}"
+    check_address(getattr(args, "address", None))
+    name = run_name(args.name, f"{space.path.stem}-{dataset}")
     plan = SearchPlan(space, base, settings, resources, starts, storage / name, name, storage, source,
                       storage_url(storage / name, getattr(args, "optuna_storage", None)))
     _check_study(plan, args)

@@ -128,7 +128,10 @@ def ray_session(address: Optional[str]) -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            try:
+                ray.init(address=address, log_to_driver=True)
+            except (ConnectionError, ValueError, RuntimeError) as error:  # e.g. 'auto' with no cluster running
+                raise SearchError(f"--address {address}: {first_line(error)}") from None
         else:
             ray.init(address="local", include_dashboard=False)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -23,9 +24,12 @@ from ..records import Benchmark, DatasetError, ExpectedCounts
 from ._common import read_class_folders, require_root
 from .cub import split_by_class
 
-__all__ = ["generate", "read", "read_meta", "expected_counts", "class_design", "SHAPES", "COLOURS", "TEXTURES"]
+__all__ = ["generate", "generate_command", "read", "read_meta", "expected_counts", "class_design", "SEED", "SHAPES",
+           "COLOURS", "TEXTURES"]
 
-HOW = "generate it with: python -m semproxy.data synthetic --root DIR"
+COMMAND = "python -m semproxy.data synthetic"
+HOW = f"generate it with: {COMMAND} --root DIR"
+SEED = 0  # the generation's seed when none is given (here and by the command line)
 META = "synthetic.json"
 COUNTS = ("num_classes", "images_per_class")  # what the reader needs from META
 REGENERATE = "delete the root and generate it again"
@@ -104,14 +108,15 @@ def _render(class_index: int, size: int, rng: np.random.Generator) -> Image.Imag
 
 
 def generate(root: str | Path, *, num_classes: int = 24, images_per_class: int = 16, image_size: int = 64,
-             seed: int = 0, overwrite: bool = False) -> Path:
+             seed: int = SEED, overwrite: bool = False) -> Path:
     """Write ``num_classes`` x ``images_per_class`` JPEGs under ``root/images/NNN.shape_colour_texture/``.
 
-    Returns the root. An existing set with the same arguments is kept as it is; different
-    arguments need ``overwrite=True`` (so a run never silently mixes two generations), and a
-    non-empty folder that is not a generated set is never replaced. The set is written to a
-    temporary folder beside the root and renamed into place under a lock file beside the root
-    (``.<root name>.lock``), so concurrent drivers generate it once and nobody sees half a set.
+    Returns the root. An existing set with the same arguments is kept as it is; different arguments
+    need ``overwrite=True`` (so a run never silently mixes two generations; the refusal names the command
+    line that regenerates, :func:`generate_command`), and a non-empty folder that is not a generated set
+    is never replaced. The set is written to a temporary folder beside the root and renamed into place
+    under a lock file beside the root (``.<root name>.lock``), so concurrent drivers generate it once and
+    nobody sees half a set.
     """
     if num_classes < 4 or images_per_class < 2 or image_size < 16:
         raise ConfigError("synthetic: need num_classes >= 4, images_per_class >= 2 and image_size >= 16")
@@ -158,9 +163,30 @@ def _holds(root: Path, meta: dict, overwrite: bool) -> bool:
     if {k: existing.get(k) for k in meta} == meta:
         return True
     if not overwrite:
-        raise DatasetError(f"synthetic: {root / META} holds another generation {existing}; pass overwrite=True "
-                           f"or use another root")
+        raise DatasetError(f"synthetic: {_shown(root) / META} holds another generation ({_describe(existing)}); "
+                           f"make the one asked for with: {generate_command(root, meta)}, or use another data root")
     return False
+
+
+def _shown(root: Path) -> Path:
+    """``root`` as the user would type it here: relative to the working folder when inside it (shorter)."""
+    try:
+        return root.relative_to(Path.cwd())
+    except ValueError:
+        return root
+
+
+def _describe(meta: dict) -> str:
+    return (f"{meta.get('num_classes')} classes x {meta.get('images_per_class')} images of "
+            f"{meta.get('image_size')} px, seed {meta.get('seed')}")
+
+
+def generate_command(root: Path, meta: dict) -> str:
+    """The command line that replaces ``root``'s set with the generation ``meta`` (generate's arguments by
+    their synthetic.json names): what a refusal tells the user to run, as a run cannot pass ``overwrite``."""
+    seed = f" --seed {meta['seed']}" if meta["seed"] != SEED else ""
+    return (f"{COMMAND} --root {shlex.quote(str(_shown(Path(root))))} --classes {meta['num_classes']} "
+            f"--per-class {meta['images_per_class']} --size {meta['image_size']}{seed} --overwrite")
 
 
 def _replace(tmp: Path, root: Path) -> None:
