@@ -9,7 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import check_compatible, load_checkpoint, restore_trained
-from .config import Config
+from .config import RUNTIME, Config, ConfigError
+from .typed_config import unknown_key
 from .data.cache import EvalImageCache
 from .data.loader import eval_batches
 from .device import resolve_device
@@ -19,7 +20,7 @@ from .metrics import retrieval_metrics
 from .models import PromptedViT, build_model
 from .prepared import PreparedData, prepare_data
 
-__all__ = ["embed", "evaluate", "autocast_for", "evaluate_checkpoint"]
+__all__ = ["embed", "evaluate", "autocast_for", "evaluate_checkpoint", "check_runtime_overrides"]
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -61,6 +62,23 @@ def evaluate(model: PromptedViT, data: PreparedData, split: Literal["val", "test
     return retrieval_metrics(embeddings, cache.labels, recall_ks=data.recall_ks)
 
 
+def check_runtime_overrides(overrides: Sequence[str], where: str = "--set") -> None:
+    """Refuse an override of a field that is not a runtime field, before any work: the trained model is
+    evaluated with the config it was trained with (a changed ``lr`` would only be refused later, as a
+    checkpoint "made with another config"); an unknown key suggests the closest runtime field. Items that are
+    not ``key=value`` and bad values are left to :meth:`Config.with_overrides`."""
+    runtime = Config.fields_with(RUNTIME)
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        key = key.strip()
+        if not sep or not key or key in runtime:
+            continue
+        if key not in Config.section_of():
+            raise unknown_key(key, sorted(runtime), where)
+        raise ConfigError(f"{where} {key}: not a field evaluation may change (the checkpoint is evaluated with "
+                          f"the config it was trained with); {where} may change {', '.join(sorted(runtime))}")
+
+
 def evaluate_checkpoint(path: str, overrides: Sequence[str] = (), *, progress: bool = True) -> dict[str, float]:
     """Test metrics of the model saved in ``path`` (runtime fields may be overridden, e.g. data_root).
 
@@ -68,6 +86,7 @@ def evaluate_checkpoint(path: str, overrides: Sequence[str] = (), *, progress: b
     entry point of an evaluation run, as ``semproxy.train.fit`` is of a training run, it owns the
     process's memory setting: on a CPU it keeps freed host memory for reuse (``semproxy.host_memory``).
     """
+    check_runtime_overrides(overrides)
     payload = load_checkpoint(path)
     config = Config.from_mapping(payload["config"], where=f"{path} (config)").with_overrides(list(overrides))
     config = config.replace({"test_eval": True})

@@ -38,7 +38,17 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> Optional[str]:
 
 
 def command_line(drop: tuple[str, ...] = ()) -> str:
-    """This process's command as one would type it again (``python tune.py ...``), less ``drop``."""
+    """This process's command as one would type it again, less ``drop``: ``python tune.py ...`` for a script,
+    ``python -m semproxy.train ...`` for a module run with ``-m`` (whose ``sys.argv[0]`` is the module's file
+    path, which would run it outside its package), an installed command (``semproxy-train``) as it is."""
     argv = [a for a in sys.argv if a not in drop]
-    prefix = ["python"] if argv and argv[0].endswith(".py") else []
-    return " ".join(shlex.quote(a) for a in prefix + argv)
+    return " ".join(shlex.quote(a) for a in (_program(argv[0]) + argv[1:] if argv else []))
+
+
+def _program(argv0: str) -> list[str]:
+    """How to start this program again: ``sys.argv[0]`` as typed, or ``python -m MODULE`` when it is the file
+    of the module that ``python -m`` ran (the ``__spec__`` of ``__main__``; None for a script)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.origin and argv0 and Path(spec.origin).resolve() == Path(argv0).resolve():
+        return ["python", "-m", spec.name.removesuffix(".__main__")]
+    return ["python", argv0] if argv0.endswith(".py") else [argv0]

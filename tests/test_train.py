@@ -1,8 +1,12 @@
 """fit(): learning, exact resume, non-finite losses, checkpoints, and the final-training commands."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import shlex
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -181,6 +185,11 @@ def test_final_training_command_and_evaluate(workdir, capsys):
     assert "pass --resume" in capsys.readouterr().err and (out / "metrics.json").read_bytes() == before
     assert evaluate_main(["--checkpoint", str(out), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(metrics["test"])
+    # a learning field is no --set of an evaluation: named as such, not as a checkpoint of another config
+    assert evaluate_main(["--checkpoint", str(out), "--no-progress", "--set", "lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set lr: not a field evaluation may change") and "another config" not in err
+    assert "may change cache_dir, compile, data_root, device," in err and err.count("\n") == 1
 
 
 def test_ctrl_c_during_final_training_says_how_to_resume_and_resume_finishes(workdir, capsys, monkeypatch):
@@ -195,9 +204,14 @@ def test_ctrl_c_during_final_training_says_how_to_resume_and_resume_finishes(wor
         return train_epoch(trainer)
 
     monkeypatch.setattr(Trainer, "train_epoch", interrupted_in_epoch_two)
+    # as `python -m semproxy.train ARGS` starts it: argv[0] is the module's file, __main__ has its spec
+    main_spec = importlib.util.find_spec("semproxy.train.__main__")
+    monkeypatch.setattr(sys, "argv", [main_spec.origin, *args])
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__spec__=main_spec))
     assert final_main(args) == 130
     err = capsys.readouterr().err
-    assert "interrupted: resume with: " in err and err.strip().endswith("--resume") and "Traceback" not in err
+    assert err.strip().endswith(f"interrupted: resume with: python -m semproxy.train {shlex.join(args)} --resume")
+    assert "Traceback" not in err
     monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
     assert final_main(args + ["--resume"]) == 0
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..config import RUNTIME, Config
 from ..evaluation import evaluate_checkpoint
 from . import OneLineParser, run_command
 
@@ -20,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file or the folder holding checkpoint.pt (required)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a runtime field: data_root, cache_dir, device, eval_batch_size "
-                             "(default: none)")
+                        help="override a runtime field, one of: "
+                             f"{', '.join(sorted(Config.fields_with(RUNTIME)))}; repeat for several (default: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. for log files)")
     return parser
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
 import typing
 from typing import Callable
 
 from ..config import DataConfig
+from ..errors import short
 from ..search.settings import SMOKE, SearchSettings, TrialResources, flag_label
 from . import OneLineParser, run_command
 
@@ -183,7 +185,15 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """tune.py: the subcommand named first, else a search; a first word that is neither (a search takes
+    flags only) is a mistyped subcommand, refused before the search's parser would ask for --space."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"error: unknown command {short(argv[0])}{hint}; the commands are {', '.join(COMMANDS)}, or none for a "
+              f"search (see python tune.py --help)", file=sys.stderr)
+        return 2
     if argv[:1] and argv[0] in COMMANDS:
         command, interrupted = COMMANDS[argv[0]]
         return run_command(lambda: command(argv[1:]), interrupted)
