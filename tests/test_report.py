@@ -226,6 +226,20 @@ def test_report_study_values_every_trial_that_reported_at_its_best():
     assert [(t.params["lr"], t.value) for t in study.trials] == [(1e-3, 0.6), (1e-2, 0.4), (3e-2, 0.3)]
 
 
+def test_the_pareto_table_prints_counts_as_integers_and_other_values_to_4_digits():
+    from semproxy.search.objectives import OBJECTIVES
+    from semproxy.search.pareto import FrontPoint, StudyPoints
+    from semproxy.search.report import _pareto_table
+
+    objectives = tuple(OBJECTIVES[n] for n in ("map_at_r", "trainable_params", "step_ms", "peak_mem_mb"))
+    front = [FrontPoint(7, "ab12cd34", (0.72345, 13952.0, 12.3456, 1534.72), {}, None, True),
+             FrontPoint(3, "ef56ab78", (0.5, 1_234_567.0, 8.0, 0.875), {}, None, True)]  # Optuna's values: floats
+    table = _pareto_table(StudyPoints(objectives, front, front))
+    rows = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])
+    assert [re.findall(r"<td>(.*?)</td>", row) for row in rows] == [
+        ["7", "ab12cd34", "0.7235", "13,952", "12.35", "1,535"], ["3", "ef56ab78", "0.5", "1,234,567", "8", "0.875"]]
+
+
 def test_recording_asha_logs_each_decision_and_keeps_it_across_a_resume(tmp_path):
     from types import SimpleNamespace
 

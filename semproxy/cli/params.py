@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 from ..config import Config, ConfigError, ModelConfig
 from ..models import METHODS, build_model, count_parameters

@@ -17,7 +17,6 @@ breaks one is infeasible and never on the Pareto front.
 from __future__ import annotations
 
 import math
-import operator
 import re
 from dataclasses import dataclass
 from typing import Callable

@@ -6,6 +6,7 @@ stopped early by the scheduler is PRUNED (see semproxy.search.searcher) and neve
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -13,9 +14,10 @@ from typing import Any, Optional
 from ..errors import SearchError
 from .objectives import Objective, parse_objectives
 from .record import SearchRecord
+from .results import format_value
 from .study import load_study, run_study
 
-__all__ = ["FrontPoint", "StudyPoints", "read_study_points", "choose"]
+__all__ = ["FrontPoint", "StudyPoints", "read_study_points", "choose", "format_objective"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,13 @@ def choose(points: StudyPoints, *, max_params: Optional[float] = None,
         raise SearchError(f"--max-params {max_params:g}: the front's smallest model has {smallest:,.0f} "
                           f"trainable parameters")
     return fitting[0]
+
+
+def format_objective(value: float) -> str:
+    """An objective value as a table shows it. Optuna keeps every value as a float, so a count such as
+    ``trainable_params`` arrives as 13952.0: whole numbers print as integers with thousands separators
+    (13,952), other values of 1000 or more to the unit (1,234), the rest as the trials table prints
+    values, to 4 significant digits (0.7234)."""
+    if math.isfinite(value) and (float(value).is_integer() or abs(value) >= 1000):
+        return f"{value:,.0f}"
+    return format_value(float(value))

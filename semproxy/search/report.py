@@ -14,13 +14,16 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import report_figures as figures
 from .objectives import parse_objectives
 from .record import SearchRecord
 from .results import (Decision, TrialRow, best_trial_so_far, format_value, planned_epochs, read_decisions,
                       read_trials, search_progress, trial_kind, trial_outcome)
+
+if TYPE_CHECKING:
+    from .pareto import StudyPoints
 
 __all__ = ["write_report"]
 
@@ -145,17 +148,24 @@ def _pareto_section(run_dir: Path, record: SearchRecord) -> tuple[list, str]:
     from .pareto import read_study_points
 
     points = read_study_points(run_dir)
+    caption = "Every method its own colour; grey lines: the cost of trials stopped early (no comparable accuracy)."
+    return [("pareto", "Accuracy against cost", figures.plot_pareto(points), caption)], _pareto_table(points)
+
+
+def _pareto_table(points: "StudyPoints") -> str:
+    """The front of ``points`` as an HTML table, one row per point: its study and Tune trials and its
+    objective values (a count as 13,952, not 1.395e+04)."""
+    from .pareto import format_objective
+
     names = [o.label for o in points.objectives]
     rows = "".join(f"<tr><td>{p.number}</td><td>{html.escape(str(p.tune_trial_id))}</td>"
-                   + "".join(f"<td>{v:.4g}</td>" for v in p.values) + "</tr>" for p in points.front)
-    table = (f"<h2>Pareto front</h2><p>Trials no other finished trial beats on every objective (Optuna's "
-             f"<code>study.best_trials</code>); pick one with <code>tune.py export --pareto-index I</code> or "
-             f"<code>--max-params N</code>.</p><div class='scroll'><table id='pareto-front'><thead><tr>"
-             f"<th>study trial</th><th>trial</th>"
-             + "".join(f"<th>{html.escape(n)}</th>" for n in names)
-             + f"</tr></thead><tbody>{rows}</tbody></table></div>")
-    caption = "Every method its own colour; grey lines: the cost of trials stopped early (no comparable accuracy)."
-    return [("pareto", "Accuracy against cost", figures.plot_pareto(points), caption)], table
+                   + "".join(f"<td>{format_objective(v)}</td>" for v in p.values) + "</tr>" for p in points.front)
+    return ("<h2>Pareto front</h2><p>Trials no other finished trial beats on every objective (Optuna's "
+            "<code>study.best_trials</code>); pick one with <code>tune.py export --pareto-index I</code> or "
+            "<code>--max-params N</code>.</p><div class='scroll'><table id='pareto-front'><thead><tr>"
+            "<th>study trial</th><th>trial</th>"
+            + "".join(f"<th>{html.escape(n)}</th>" for n in names)
+            + f"</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 def _image_sections(views, out: Path) -> list[str]:
@@ -196,7 +206,7 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
     run_dir = Path(run_dir).resolve()
     record = SearchRecord.read(run_dir)
     rows = read_trials(run_dir) if rows is None else rows
-    best = best_trial_so_far(rows)
+    best = best_trial_so_far(rows, record.constraints)
     out = Path(out_dir or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     planned = {r.trial_id: planned_epochs(r, int(record.settings["max_epochs"])) for r in rows}
