@@ -118,6 +118,7 @@ def test_a_space_that_fixes_epochs_sets_the_trials_length(tmp_path):
     assert plan.settings.max_epochs == 3 and plan.base.optim.epochs == 3  # ASHA's max_t is the trial's length
     with pytest.raises(SearchError, match="fixes every trial at 3 epochs but max_epochs is 5"):
         plan_search(_args(tmp_path, fixed, "--max-epochs", "5"))
+    assert plan_search(_args(tmp_path, fixed, "--smoke")).settings.max_epochs == 3  # --smoke's 4 yields to the space
     sampled = "params:\n  epochs: {randint: [2, 20]}\n"
     with pytest.raises(SearchError, match="reaches beyond max_epochs 15"):
         plan_search(_args(tmp_path, sampled))
@@ -280,3 +281,10 @@ def test_the_search_command_imports_no_ray_before_it_starts_one():
     code = "import sys, tune, semproxy.search.runner, semproxy.search.plan; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_searchs_budget_reads_as_english():
+    from semproxy.search.settings import SearchSettings
+
+    assert SearchSettings(num_samples=1, max_epochs=1).budget == "1 trial x up to 1 epoch"
+    assert SearchSettings(num_samples=6, max_epochs=4).budget == "6 trials x up to 4 epochs"

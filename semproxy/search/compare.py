@@ -286,8 +286,8 @@ def _run_locked(args: argparse.Namespace, plan: ComparePlan, run_dir: Path, sear
     if not args.resume:
         plan.write(run_dir)
     budget = SearchSettings(**plan.budget)
-    print(f"comparison {run_dir.name} on {plan.dataset}: {', '.join(plan.spaces)}; each search {budget.num_samples} "
-          f"trials x up to {budget.max_epochs} epochs ({budget.searcher}, {budget.scheduler}, seed {budget.seed}); "
+    print(f"comparison {run_dir.name} on {plan.dataset}: {', '.join(plan.spaces)}; each search {budget.budget} "
+          f"({budget.searcher}, {budget.scheduler}, seed {budget.seed}); "
           f"then {plan.repeats} final runs each (seeds {', '.join(map(str, plan.final_seeds))})", flush=True)
     status = _run_searches(searches, states, checked, args.address)
     if status:

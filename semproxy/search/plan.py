@@ -121,7 +121,7 @@ def resolve_settings(args: argparse.Namespace, space: SearchSpace) -> SearchSett
     sources.update({key: flag_label(key) for key in flags})
     fixed_epochs = space.fixed.get("epochs")
     if fixed_epochs is not None:
-        if "max_epochs" in values and values["max_epochs"] != fixed_epochs:
+        if "max_epochs" in values and values["max_epochs"] != fixed_epochs and sources["max_epochs"] != "--smoke":
             raise SearchError(f"{space.path}: key 'epochs' fixes every trial at {fixed_epochs} epochs but max_epochs "
                               f"is {values['max_epochs']} ({sources['max_epochs']}): give one of them")
         values["max_epochs"], sources["max_epochs"] = fixed_epochs, f"{space.path.name} epochs"

@@ -243,7 +243,7 @@ def run_planned(plan: SearchPlan, checked: Preflight, resume: bool) -> int:
     if not resume:
         checked.record.write(plan.run_dir)
     objectives = " and ".join(o.label for o in plan.settings.objective_list)
-    print(f"search {plan.name}: {plan.settings.num_samples} trials x up to {plan.settings.max_epochs} epochs, "
+    print(f"search {plan.name}: {plan.settings.budget}, "
           f"{concurrent} at a time{' (deterministic)' if plan.settings.deterministic else ''}, "
           f"{plan.settings.scheduler} on {checked.record.metric}, optimising {objectives}")
     print(f"TensorBoard: tensorboard --logdir {plan.run_dir}")

@@ -58,6 +58,12 @@ class SearchSettings:
         return dataclasses.asdict(self)
 
     @property
+    def budget(self) -> str:
+        """The search's size in words: ``6 trials x up to 4 epochs`` (``1 trial x up to 1 epoch``)."""
+        return (f"{self.num_samples} trial{'s' * (self.num_samples != 1)} x up to {self.max_epochs} "
+                f"epoch{'s' * (self.max_epochs != 1)}")
+
+    @property
     def constraint_list(self) -> list[str]:
         return [c for c in self.constraints.split(",") if c.strip()]
 
