@@ -288,3 +288,18 @@ def test_a_searchs_budget_reads_as_english():
 
     assert SearchSettings(num_samples=1, max_epochs=1).budget == "1 trial x up to 1 epoch"
     assert SearchSettings(num_samples=6, max_epochs=4).budget == "6 trials x up to 4 epochs"
+
+
+def test_a_sampled_model_setting_with_no_value_that_builds_is_refused_before_ray(tmp_path, capsys, monkeypatch):
+    def reached(*args, **kwargs):
+        raise AssertionError("Ray was started for a space whose every trial would fail")
+
+    monkeypatch.setattr(runner, "ray_session", reached)
+    never = "params:\n  method: vpt\n  prompt_depth: {randint: [13, 20]}\n"
+    args = _args(tmp_path, never, "--smoke", "--data-root", str(tmp_path / "data"))
+    with pytest.raises(SearchError, match=r"no value of prompt_depth \(randint \[13, 20\]\) gives a model.* 12 blocks"):
+        runner.run_search(args)
+    some = plan_search(_args(tmp_path, "params:\n  method: {choice: [vpt, vptsp_gru]}\n"
+                                       "  prompt_depth: {randint: [10, 13]}\n"
+                                       "  class_prompt_depth: {choice: [4, 14], when: {method: vptsp_gru}}\n"))
+    runner._check_sampled_models(some, num_classes=8)  # values that build exist: the space is the user's choice

@@ -63,6 +63,30 @@ def _check_model(config: Config, num_classes: int, where: str) -> tuple[str, int
     return backbone_hash(model), 3 * trained
 
 
+def _check_sampled_models(plan: SearchPlan, num_classes: int) -> None:
+    """Refuse a sampled model parameter none of whose values builds a model (every trial drawing it would
+    fail): each choice, or both ends of a range, tried on the meta device with the base config."""
+    from ..config import ConfigError
+    from ..models.memory import check_model_memory
+
+    model_fields = {name for name, section in Config.section_of().items() if section == "model"}
+    for spec in plan.space.sampled:
+        if spec.name not in model_fields or spec.kind == "fixed":
+            continue
+        values = spec.args if spec.kind == "choice" else spec.args[:2]
+        conditions = {key: allowed[0] for key, allowed in spec.when.items()}
+        failures = []
+        for value in values:
+            try:
+                config = plan.base.replace({**conditions, spec.name: value}, where=str(plan.space.path))
+                check_model_memory(config.model, num_classes, where=f"{plan.space.path}: {spec.name} {value}")
+            except ConfigError as error:
+                failures.append(error)
+        if len(failures) == len(values):
+            raise SearchError(f"no value of {spec.name} ({spec.kind} {list(spec.args)}) gives a model, so every trial "
+                              f"would fail: {failures[0]}")
+
+
 def _record(plan: SearchPlan, data: PreparedData, backbone_sha256: str) -> SearchRecord:
     return SearchRecord(
         command=command_line(), cwd=str(Path.cwd()), space=str(plan.space.path),
@@ -102,6 +126,7 @@ def preflight(plan: SearchPlan, resume: bool) -> Preflight:
     data = prepare_data(plan.base)  # a bad data root fails fast; one cache for all trials
     num_classes = len(set(data.train.labels.tolist()))
     backbone_sha256, plan.checkpoint_bytes = _check_model(plan.base, num_classes, plan.config_source)
+    _check_sampled_models(plan, num_classes)
     for note in plan.fit_to_classes(num_classes):
         print(f"note: {note}")
     record = _record(plan, data, backbone_sha256)
