@@ -174,9 +174,12 @@ def test_final_training_command_and_evaluate(workdir, capsys):
             "--set", f"data_root={workdir / 'demo'}", "--set", f"cache_dir={workdir / 'final-cache'}", "--set", "epochs=2"]
     assert final_main(args) == 0
     printed = capsys.readouterr()
-    assert "test (synthetic, 320 images): R@1" in printed.out and "MAP@R" in printed.out
     assert "caching" not in printed.err  # --no-progress: not even the image caches' bars
     metrics = json.loads((out / "metrics.json").read_text())
+    test = {k: 100 * v for k, v in metrics["test"].items()}  # printed in percent, as metrics.json holds them
+    assert (f"test (synthetic, 320 images, %): R@1 {test['test_recall_at_1']:.1f}, R@2 {test['test_recall_at_2']:.1f}"
+            in printed.out and f"MAP@R {test['test_map_at_r']:.1f} (paper's variant "
+            f"{test['test_map_at_r_paper']:.1f})" in printed.out), printed.out
     assert metrics["config"]["data"]["val_fraction"] == 0.0 and len(metrics["history"]) == 2
     assert metrics["data_path"].startswith("host-crops (")  # the CPU's path, with its reason
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

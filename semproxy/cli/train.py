@@ -14,7 +14,6 @@ from ..checkpoint import CHECKPOINT_FILE
 from ..config import Config
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..metric_names import metric_name
 from ..models.memory import model_memory
 from ..run_lock import run_lock
 from . import OneLineParser, command_line, run_command
@@ -68,9 +67,6 @@ def _train(args: argparse.Namespace) -> int:
     with run_lock(out, "training"):
         _check_out(checkpoint, args.resume)
         result = train_final(config, out, resume=args.resume, progress=not args.no_progress, source=args.config)
-    test = result.test
-    ks = ", ".join(f"R@{k} {100 * test[metric_name('test', f'recall@{k}')]:.1f}" for k in result.recall_ks)
-    print(f"test ({result.dataset}, {result.test_images} images): {ks}, "
-          f"MAP@R {100 * test[metric_name('test', 'map@r')]:.1f}")
+    print(result.summary())
     print(f"wrote {out / 'metrics.json'}, {checkpoint}, TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     return 0

@@ -240,7 +240,6 @@ def _run_searches(searches: list[SearchPlan], states: dict[str, str], checked: d
 def _final_runs(plan: ComparePlan, run_dir: Path) -> None:
     """Each space's best config exported once, then trained with every final seed not trained yet."""
     from ..checkpoint import CHECKPOINT_FILE
-    from ..metric_names import metric_name
     from ..train.final import METRICS_FILE, train_final
     from .results import export_best
 
@@ -265,8 +264,7 @@ def _final_runs(plan: ComparePlan, run_dir: Path) -> None:
             print(f"final {done}/{total} {name} seed {seed}: {'resuming from its checkpoint' if resume else 'training'}"
                   f" ({config.optim.epochs} epochs) in {out}", flush=True)
             result = train_final(config, out, resume=resume, progress=False, source=str(exported))
-            print(f"  test R@1 {result.test[metric_name('test', 'recall@1')]:.4f}, "
-                  f"MAP@R {result.test[metric_name('test', 'map@r')]:.4f}", flush=True)
+            print(f"  {result.summary()}", flush=True)
 
 
 def run_compare(args: argparse.Namespace) -> int:

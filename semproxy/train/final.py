@@ -31,6 +31,18 @@ class FinalRun:
     test_images: int
     recall_ks: tuple[int, ...]
 
+    def summary(self) -> str:
+        """The test metrics in one line, in percent as papers print them: ``test (cub200, 5924 images, %):
+        R@1 86.6, ..., MAP@R 52.7 (paper's variant 51.9)``."""
+        from ..metric_names import metric_name
+
+        def percent(name: str) -> str:
+            return f"{100 * self.test[metric_name('test', name)]:.1f}"
+
+        recalls = ", ".join(f"R@{k} {percent(f'recall@{k}')}" for k in self.recall_ks)
+        return (f"test ({self.dataset}, {self.test_images} images, %): {recalls}, MAP@R {percent('map@r')} "
+                f"(paper's variant {percent('map@r_paper')})")
+
 
 def train_final(config: Config, out: Path, *, resume: bool, progress: bool, source: str) -> FinalRun:
     """Train ``config`` (test evaluation on) into ``out``; ``resume`` continues from its checkpoint there.
