@@ -229,6 +229,17 @@ def test_export_and_report_of_a_damaged_experiment_state_are_one_line_errors(tmp
     assert not (tmp_path / "best.yaml").exists()
 
 
+def test_a_damaged_state_names_an_older_snapshot_only_when_that_one_reads(tmp_path, capsys):
+    run = _crafted_run(tmp_path / "run", tmp_path / "pwned")
+    whole = (run / "experiment_state-2026-11-23_10-00-00.json").read_text()
+    (run / "experiment_state-2026-11-23_11-00-00.json").write_text(whole[:40])  # the newest, cut short
+    code, err = _run(["export", str(run), "-o", str(tmp_path / "best.yaml")], capsys)
+    assert code == 2 and "an older snapshot, experiment_state-2026-11-23_10-00-00.json, reads" in err, err
+    (run / "experiment_state-2026-11-23_10-00-00.json").write_text(whole[:60])  # damaged too
+    code, err = _run(["export", str(run), "-o", str(tmp_path / "best.yaml")], capsys)
+    assert code == 2 and "no older snapshot reads" in err and "an older snapshot," not in err, err
+
+
 def test_epochs_a_restarted_trials_progress_file_lost_come_from_the_drivers_record(tmp_path):
     from semproxy.search.results import HISTORY_FILE, read_trials
 

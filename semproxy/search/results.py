@@ -99,8 +99,23 @@ def _experiment_state_files(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name, reverse=True)
 
 
+_DAMAGED = (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError)
+
+
+def _parse_state(path: Path) -> ExperimentState:
+    """One experiment-state file as JSON; raises one of :data:`_DAMAGED` when it is damaged."""
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    statuses, folders = {}, {}
+    for entry in raw["trial_data"]:
+        trial = json.loads(entry[0])
+        statuses[trial["trial_id"]] = str(trial["status"])
+        folders[trial["trial_id"]] = str(trial["relative_logdir"])
+    return ExperimentState(path, statuses, folders)
+
+
 def read_experiment_state(run_dir: str | Path) -> ExperimentState:
-    """Parse the newest experiment state as JSON; a damaged one is a one-line ConfigError naming it.
+    """Parse the newest experiment state as JSON; a damaged one is a one-line ConfigError naming it (and
+    the newest older snapshot that reads, if one does).
 
     A truncated state (a full disk, a kill mid-write) must never pass for a shorter run: Tune would
     silently restart the search inside the folder, and an export would lose trials.
@@ -108,19 +123,22 @@ def read_experiment_state(run_dir: str | Path) -> ExperimentState:
     files = _experiment_state_files(Path(run_dir))
     if not files:
         return ExperimentState(None, {}, {})
-    path = files[0]
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        statuses, folders = {}, {}
-        for entry in raw["trial_data"]:
-            trial = json.loads(entry[0])
-            statuses[trial["trial_id"]] = str(trial["status"])
-            folders[trial["trial_id"]] = str(trial["relative_logdir"])
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as error:
-        older = f"; an older snapshot is {files[1].name} (delete the damaged file to use it)" if len(files) > 1 else ""
-        raise ConfigError(f"{path}: damaged Tune experiment state ({type(error).__name__}: {short(str(error))})"
-                          f"{older}") from None
-    return ExperimentState(path, statuses, folders)
+        return _parse_state(files[0])
+    except _DAMAGED as error:
+        why = type(error).__name__  # its text is long, and the hint must fit the line
+    older = next((f for f in files[1:] if _reads(f)), None)
+    hint = (f"; an older snapshot, {older.name}, reads (delete the damaged file to use it)" if older
+            else "; no older snapshot reads" if len(files) > 1 else "")
+    raise ConfigError(f"{files[0]}: damaged Tune experiment state ({why}){hint}")
+
+
+def _reads(path: Path) -> bool:
+    try:
+        _parse_state(path)
+    except _DAMAGED:
+        return False
+    return True
 
 
 def _read_progress(path: Path) -> list[dict[str, str]]:
