@@ -224,7 +224,8 @@ def retrieval_metrics(
         use_gpu: True / False / None (= GPU when faiss sees one).
     Returns:
         ``{"recall@K": ..., "precision@1", "map@r", "r_precision", "map@r_paper", "num_queries"}``,
-        all floats; the R-based ones are NaN when no query has a positive.
+        all floats; those averaged over the queries with R > 0 are NaN when no query has one (then
+        ``map@r_paper``, averaged over every query, is 0 in leave-one-out).
     """
     if (query_embeddings is None) != (query_labels is None):
         raise ValueError("give both query_embeddings and query_labels, or neither")

@@ -56,7 +56,8 @@ def lr_factor(epoch: int, epochs: int, warmup_epochs: int, cosine_epochs: Option
 
 def group_schedule(base_lr: float, cfg: OptimConfig) -> Callable[[int], float]:
     """The multiplier of a group's ``base_lr`` per epoch (a ``LambdaLR`` lambda): the warm-up scales the
-    base rate, the cosine moves it to the absolute floor ``lr_min`` (the same for every group)."""
+    base rate, the cosine moves it to the absolute floor ``lr_min`` (the same for every group). A group
+    whose rate is 0 stays at 0 (a multiplier cannot lift it to the floor, as torch's would)."""
 
     def factor(epoch: int) -> float:
         weight = lr_factor(epoch, cfg.epochs, cfg.warmup_epochs, cfg.cosine_epochs)

@@ -6,8 +6,12 @@ trials' files, and both report the same trials to the Optuna study. The lock is 
 :data:`LOCK_FILE` inside the folder, which the kernel releases when its holder exits however it
 ends (SIGKILL included), so a lock never outlives its process and never blocks a resume. The file
 names its holder (PID and host) for the refusal. A folder that holds nothing else when the lock is
-released (the work was refused before it wrote anything) is left as it was found. Where the
-filesystem has no ``flock`` (some network mounts) the run goes on unlocked, with a warning.
+released (the work was refused before it wrote anything) is left as it was found.
+
+Network filesystems: NFSv4 (and NFSv3 with its lock manager) and Lustre mounted with ``flock`` lock
+across hosts; a mount with ``nolock``, ``local_lock=flock`` or Lustre's ``localflock`` locks per host
+only, so drivers on two hosts are not kept apart there. Where the filesystem has no ``flock`` at all
+the run goes on unlocked, with a warning.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import RunInUseError
+from .errors import ConfigError, RunInUseError
 
 __all__ = ["LOCK_FILE", "run_lock"]
 
@@ -35,7 +39,11 @@ def _acquire(path: Path, folder: Path, what: str) -> IO[str]:
     """The open, locked lock file; the file must still be the one at ``path`` once locked (a releasing
     holder may have removed it meanwhile: then lock the new one)."""
     while True:
-        handle = open(path, "a+", encoding="utf-8")
+        try:
+            handle = open(path, "a+", encoding="utf-8")
+        except FileNotFoundError:  # a releasing holder removed the folder it had created: make it again
+            folder.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,7 +68,10 @@ def run_lock(folder: Path, what: str) -> Iterator[None]:
     """Hold ``folder``'s lock (creating the folder) for the block; :class:`RunInUseError` naming the holder
     when another process holds it. ``what`` names the work for that message (``search``, ...)."""
     created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the way, a read-only or full filesystem, a name too long
+        raise ConfigError(f"{folder}: cannot make the run folder ({error.strerror or type(error).__name__})") from None
     path = folder / LOCK_FILE
     handle = _acquire(path, folder, what)
     try:

@@ -86,3 +86,26 @@ def test_a_second_final_training_into_a_held_folder_is_refused(tmp_path, capsys)
     with held(out) as child:
         _one_line_error(train_main(args), capsys.readouterr().err, f"is in use by PID {child.pid}")
     assert [path.name for path in out.iterdir()] == [LOCK_FILE]
+
+
+def test_a_folder_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("in the way")
+    args = ["--config", str(ROOT / "experiments" / "synthetic.yaml"), "--out", str(tmp_path / "file" / "final"),
+            "--no-progress", "--set", f"data_root={tmp_path / 'data'}"]
+    _one_line_error(train_main(args), capsys.readouterr().err, "file/final: cannot make the run folder")
+
+
+def test_a_folder_removed_by_a_releasing_holder_just_before_the_lock_is_made_again(tmp_path, monkeypatch):
+    import semproxy.run_lock as module
+
+    folder, calls = tmp_path / "runs" / "race", []
+
+    def open_after_the_holder_left(path, *args, **kwargs):
+        if not calls:  # the other process released its lock and removed the folder it had made
+            Path(path).parent.rmdir()
+        calls.append(path)
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", open_after_the_holder_left, raising=False)
+    with run_lock(folder, "search"):
+        assert (folder / LOCK_FILE).is_file() and len(calls) == 2

@@ -5,6 +5,7 @@ import json
 import threading
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -15,6 +16,7 @@ from semproxy.config import Config
 from semproxy.errors import SearchError
 from semproxy.search.dashboard import make_dashboard_server
 from semproxy.search.record import SearchRecord
+from semproxy.search.settings import SearchSettings
 from semproxy.search.space import load_space
 from semproxy.search.warm_start import warm_start
 from tune import main as tune_main
@@ -139,3 +141,11 @@ def test_the_best_trial_exported_and_reported_keeps_the_runs_constraints(tmp_pat
     none_fit = _constrained_run(tmp_path / "tight", "trainable_params<=1000")
     assert tune_main(["export", str(none_fit), "-o", str(tmp_path / "tight.yaml")]) == 2
     assert "within trainable_params<=1000" in capsys.readouterr().err
+    # The search's own summary says so, still writes the report, and exports nothing.
+    plan = SimpleNamespace(run_dir=none_fit, settings=SearchSettings(num_samples=2, max_epochs=2,
+                                                                    constraints="trainable_params<=1000"))
+    assert runner.summarise(plan, concurrent=1) == 1
+    out = capsys.readouterr().out
+    assert "0 of 2 trials finished within them" in out and "nothing exported" in out
+    assert "without failing within trainable_params&lt;=1000 yet" in (none_fit / "report" / "report.html").read_text()
+    assert not (none_fit / "best_config.yaml").exists()

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -229,8 +230,7 @@ def _run_searches(searches: list[SearchPlan], states: dict[str, str], checked: d
             number = searches.index(plan) + 1
             verb = "resuming" if states[plan.name] == "resume" else "running"
             print(f"\n=== search {number}/{len(searches)} {plan.name}: {verb} ({plan.run_dir})", flush=True)
-            with run_lock(plan.run_dir, "search"):
-                status = run_planned(plan, checked[plan.name], states[plan.name] == "resume")
+            status = run_planned(plan, checked[plan.name], states[plan.name] == "resume")
             if status:
                 return status
     return 0
@@ -263,15 +263,19 @@ def _final_runs(plan: ComparePlan, run_dir: Path) -> None:
             config = Config.load(exported).replace({"seed": seed}, where=f"{name} final seed")
             print(f"final {done}/{total} {name} seed {seed}: {'resuming from its checkpoint' if resume else 'training'}"
                   f" ({config.optim.epochs} epochs) in {out}", flush=True)
-            result = train_final(config, out, resume=resume, progress=False, source=str(exported))
+            with run_lock(out, "training"):
+                result = train_final(config, out, resume=resume, progress=False, source=str(exported))
             print(f"  {result.summary()}", flush=True)
 
 
 def run_compare(args: argparse.Namespace) -> int:
     """Plan, search, train and tabulate (or resume doing so); the exit status."""
     plan, run_dir, searches = plan_compare(args)
-    with run_lock(run_dir, "comparison"):
+    with ExitStack() as held:
+        held.enter_context(run_lock(run_dir, "comparison"))
         _check_run(plan, run_dir, args.resume)
+        for search in searches:  # each search's folder too, before its state is read
+            held.enter_context(run_lock(search.run_dir, "search"))
         return _run_locked(args, plan, run_dir, searches)
 
 

@@ -29,16 +29,19 @@ class TrialHistoryCallback(Callback):
     def __init__(self) -> None:
         self.epochs: dict[str, dict[str, dict[str, Any]]] = {}
         self.folder: Optional[str] = None  # the driver's copy of the experiment folder, once a trial reports
+        self.unwritten = False  # results since the file was last written
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self.folder = trial.local_experiment_path
         kept = {key: result[key] for key in HISTORY_FIELDS if result.get(key) is not None}
         if "training_iteration" in kept:
             self.epochs.setdefault(trial.trial_id, {})[str(int(kept["training_iteration"]))] = kept
+            self.unwritten = True
 
     def get_state(self) -> Optional[dict[str, Any]]:
-        if self.folder:
+        if self.folder and self.unwritten:
             write_text_atomic(Path(self.folder) / HISTORY_FILE, json.dumps({"trials": self.epochs}) + "\n")
+            self.unwritten = False
         return {"epochs": self.epochs}
 
     def set_state(self, state: dict[str, Any]) -> None:

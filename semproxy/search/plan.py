@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config
-from ..errors import SearchError
+from ..errors import SearchError, short
 from ..presets import default_base_config
 from ..run_lock import LOCK_FILE
 from .address import check_address
@@ -157,9 +157,9 @@ def run_storage(text: Optional[str]) -> Path:
 def run_name(name: Optional[str], default: str) -> str:
     """``--name`` (else ``default``): one folder name, so that the run stays inside ``--storage``."""
     name = default if name is None else name
-    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise SearchError(f"--name {name!r}: expected a folder name (no '/', not '.' or '..'): the run lives in "
-                          f"STORAGE/NAME")
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or len(name.encode()) > 255:
+        raise SearchError(f"--name {short(name)}: expected a folder name (no '/', not '.' or '..', at most 255 "
+                          f"bytes): the run lives in STORAGE/NAME")
     return name
 
 

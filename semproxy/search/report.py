@@ -92,7 +92,7 @@ def _summary(rows: list[TrialRow], best: Optional[TrialRow], record: SearchRecor
             f"scheduler {settings.get('scheduler')}, searcher {settings.get('searcher')}")
     found = (f"Best: trial <b>{html.escape(best.label)}</b> ({best.trial_id}), validation MAP@R "
              f"<b>{best.best_map_at_r:.4f}</b> at epoch {best.best_epoch}." if best else
-             "No trial has reported without failing yet.")
+             f"No trial has reported without failing{_within(record)} yet.")
     return (banner + f"<p>{html.escape(what)}. {len(rows)} trials: "
             + ", ".join(f"{n} {words}" for n, words in counts if n) + f".</p><p>{found}</p>")
 
@@ -181,9 +181,14 @@ def _image_sections(views, out: Path) -> list[str]:
     return sections
 
 
-def _best_section(run_dir: Path, best: Optional[TrialRow]) -> str:
+def _within(record: SearchRecord) -> str:
+    """`` within <constraints>`` for a run that has some (its best trial must keep them), else nothing."""
+    return f" within {html.escape(', '.join(map(str, record.constraints)))}" if record.constraints else ""
+
+
+def _best_section(run_dir: Path, best: Optional[TrialRow], record: SearchRecord) -> str:
     if best is None:
-        return "<h2>Best trial</h2><p class='note'>No trial has reported without failing yet.</p>"
+        return f"<h2>Best trial</h2><p class='note'>No trial has reported without failing{_within(record)} yet.</p>"
     params = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(format_value(v))}</td></tr>"
                      for k, v in sorted(best.params.items()))
     config = run_dir / "best_config.yaml"
@@ -224,7 +229,7 @@ def write_report(run_dir: str | Path, out_dir: Optional[str | Path] = None, *,
 ended the trial at N of its M planned epochs (for ASHA, its validation MAP@R there was below the cut-off shown);
 <i>ERROR</i>: the trial failed, with its reason. The best value is over the epochs the trial ran.</p>
 {_table_html(rows, planned, stops)}
-{_best_section(run_dir, best)}
+{_best_section(run_dir, best, record)}
 {pareto_table}{''.join(sections)}
 <h2>Run record</h2><details><summary>The command, space, settings, backbone, data and versions of this run
 (<code>search.json</code>)</summary><pre>{html.escape(json.dumps(shown, indent=2, default=str))}</pre></details>

@@ -294,10 +294,9 @@ def search_progress(rows: list[TrialRow], num_samples: int) -> tuple[int, bool]:
 
 
 def feasible(row: TrialRow, constraints: tuple[Constraint, ...]) -> bool:
-    """Whether the trial keeps every constraint of its run, judged as the searcher judged it: on the
-    values of its last epoch (a value it never reported breaks its constraint)."""
-    return all(c.violation(row.final.get(c.metric, math.inf if c.op == "<=" else -math.inf)) <= 0
-               for c in constraints)
+    """Whether the trial keeps every constraint of its run, judged as the searcher judged it
+    (``semproxy.search.searcher``): on the values of its last epoch, a value it never reported read as inf."""
+    return all(c.violation(row.final.get(c.metric, math.inf)) <= 0 for c in constraints)
 
 
 def best_trial_so_far(rows: list[TrialRow], constraints: tuple[Constraint, ...] = ()) -> Optional[TrialRow]:

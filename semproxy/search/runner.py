@@ -64,10 +64,12 @@ def _check_model(config: Config, num_classes: int, where: str) -> tuple[str, int
 
 
 def _check_sampled_models(plan: SearchPlan, num_classes: int) -> None:
-    """Refuse a sampled model parameter none of whose values builds a model (every trial drawing it would
-    fail): each choice, or both ends of a range, tried on the meta device with the base config."""
+    """Refuse a sampled model parameter none of whose values can build a model, whatever the others are
+    (every trial drawing it would fail): each choice, or both ends of a range, built on the meta device
+    with the base config. Structure only (e.g. more prompt layers than blocks): memory depends on the
+    other sampled values and on the workers, so it is left to each trial."""
     from ..config import ConfigError
-    from ..models.memory import check_model_memory
+    from ..models.memory import model_memory
 
     model_fields = {name for name, section in Config.section_of().items() if section == "model"}
     for spec in plan.space.sampled:
@@ -79,7 +81,7 @@ def _check_sampled_models(plan: SearchPlan, num_classes: int) -> None:
         for value in values:
             try:
                 config = plan.base.replace({**conditions, spec.name: value}, where=str(plan.space.path))
-                check_model_memory(config.model, num_classes, where=f"{plan.space.path}: {spec.name} {value}")
+                model_memory(config.model, num_classes, where=f"{plan.space.path}: {spec.name} {value}")
             except ConfigError as error:
                 failures.append(error)
         if len(failures) == len(values):
@@ -224,7 +226,7 @@ def _stopped_early(plan: SearchPlan, concurrent: int) -> int:
 def summarise(plan: SearchPlan, concurrent: int) -> int:
     """Stage 5: print the trials, export the best config and write the report; the exit status."""
     from .report import write_report
-    from .results import export_best, feasible, format_table, read_trials, search_progress
+    from .results import best_trial_so_far, export_best, feasible, format_table, read_trials, search_progress
 
     rows = read_trials(plan.run_dir)
     finished, complete = search_progress(rows, plan.settings.num_samples)
@@ -235,9 +237,13 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
         return _stopped_early(plan, concurrent)
     constraints = plan.settings.constraint_specs
     if constraints:
-        keep = sum(feasible(r, constraints) for r in rows)
-        print(f"\nconstraints {', '.join(map(str, constraints))}: {keep} of {len(rows)} trials keep them; the best of "
-              f"those is exported")
+        keep = sum(r.status != "ERROR" and feasible(r, constraints) for r in rows)
+        print(f"\nconstraints {', '.join(map(str, constraints))}: {keep} of {len(rows)} trials finished within them")
+    if best_trial_so_far(rows, constraints) is None:
+        within = " within the constraints" if constraints else ""
+        print(f"\nno trial reported a validation MAP@R without failing{within}: nothing exported")
+        print(f"report: {write_report(plan.run_dir, rows=rows)}")
+        return 1
     exported, best = export_best(plan.run_dir, plan.run_dir / "best_config.yaml", rows=rows)
     print(f"\nbest: trial {best.trial_id}, val MAP@R {best.best_map_at_r:.4f} at epoch {best.best_epoch}")
     print(f"best params: {json.dumps(best.params, default=str)}")
