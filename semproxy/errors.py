@@ -10,10 +10,11 @@ file holds (a YAML alias tree, a huge number).
 from __future__ import annotations
 
 import reprlib
+from pathlib import Path
 from typing import Any, ClassVar
 
 __all__ = ["MAX_MESSAGE", "INTERRUPTED", "SemproxyError", "ConfigError", "SearchError", "DatasetError", "BackboneError",
-           "CheckpointError", "TrainingError", "RunInUseError", "one_line", "first_line", "short"]
+           "CheckpointError", "TrainingError", "RunInUseError", "one_line", "first_line", "short", "shown"]
 
 #: Longest error message: with an ``error: `` prefix it still fits a 300-character line.
 MAX_MESSAGE = 280
@@ -55,6 +56,15 @@ _SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = _SHORT.maxfr
 def short(value: Any) -> str:
     """A bounded repr of a user-given value for error messages (a YAML alias tree prints as ``[[[...]]]``)."""
     return _SHORT.repr(value)
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working folder where it lies below it, as one would type it here (shorter
+    messages)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class SemproxyError(Exception):

@@ -10,7 +10,6 @@ from tqdm.auto import tqdm
 
 from .checkpoint import check_compatible, load_checkpoint, restore_trained
 from .config import RUNTIME, Config, ConfigError
-from .typed_config import unknown_key
 from .data.cache import EvalImageCache
 from .data.loader import eval_batches
 from .device import resolve_device
@@ -19,6 +18,7 @@ from .metric_names import split_metrics
 from .metrics import retrieval_metrics
 from .models import PromptedViT, build_model
 from .prepared import PreparedData, prepare_data
+from .typed_config import unknown_key
 
 __all__ = ["embed", "evaluate", "autocast_for", "evaluate_checkpoint", "check_runtime_overrides"]
 

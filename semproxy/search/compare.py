@@ -30,12 +30,12 @@ from typing import Any, Optional
 
 from ..atomic import write_text_atomic
 from ..config import Config
-from ..errors import ConfigError, SearchError
+from ..errors import ConfigError, SearchError, shown
 from ..provenance import command_line
 from ..run_lock import run_lock
 from ..typed_config import short
 from .plan import (SPACES, SearchPlan, given_settings, plan_search, refuse_occupied, refuse_other_run, run_name,
-                   run_dataset, run_storage, shown)
+                   run_dataset, run_storage)
 from .record import RECORD_FILE
 from .runner import Preflight
 from .settings import SMOKE, SearchSettings, flag_label

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..config import Config
-from ..errors import SearchError, short
+from ..errors import SearchError, short, shown
 from ..presets import default_base_config
 from ..run_lock import LOCK_FILE
 from .address import check_address
@@ -161,14 +161,6 @@ def run_name(name: Optional[str], default: str) -> str:
         raise SearchError(f"--name {short(name)}: expected a folder name (no '/', not '.' or '..', at most 255 "
                           f"bytes): the run lives in STORAGE/NAME")
     return name
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the working directory where it lies below it (shorter messages)."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def _check_space_path(text: str) -> None:

@@ -20,7 +20,7 @@ from . import report_figures as figures
 from .objectives import parse_objectives
 from .record import SearchRecord
 from .results import (Decision, TrialRow, best_trial_so_far, format_value, planned_epochs, read_decisions,
-                      read_trials, search_progress, trial_kind, trial_outcome)
+                      read_trials, search_progress, trial_kind, trial_outcome, within)
 
 if TYPE_CHECKING:
     from .pareto import StudyPoints
@@ -92,7 +92,7 @@ def _summary(rows: list[TrialRow], best: Optional[TrialRow], record: SearchRecor
             f"scheduler {settings.get('scheduler')}, searcher {settings.get('searcher')}")
     found = (f"Best: trial <b>{html.escape(best.label)}</b> ({best.trial_id}), validation MAP@R "
              f"<b>{best.best_map_at_r:.4f}</b> at epoch {best.best_epoch}." if best else
-             f"No trial has reported without failing{_within(record)} yet.")
+             f"No trial has reported without failing{html.escape(within(record.constraints))} yet.")
     return (banner + f"<p>{html.escape(what)}. {len(rows)} trials: "
             + ", ".join(f"{n} {words}" for n, words in counts if n) + f".</p><p>{found}</p>")
 
@@ -181,14 +181,10 @@ def _image_sections(views, out: Path) -> list[str]:
     return sections
 
 
-def _within(record: SearchRecord) -> str:
-    """`` within <constraints>`` for a run that has some (its best trial must keep them), else nothing."""
-    return f" within {html.escape(', '.join(map(str, record.constraints)))}" if record.constraints else ""
-
-
 def _best_section(run_dir: Path, best: Optional[TrialRow], record: SearchRecord) -> str:
     if best is None:
-        return f"<h2>Best trial</h2><p class='note'>No trial has reported without failing{_within(record)} yet.</p>"
+        return (f"<h2>Best trial</h2><p class='note'>No trial has reported without failing"
+                f"{html.escape(within(record.constraints))} yet.</p>")
     params = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(format_value(v))}</td></tr>"
                      for k, v in sorted(best.params.items()))
     config = run_dir / "best_config.yaml"

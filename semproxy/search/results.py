@@ -26,7 +26,8 @@ from .objectives import COSTS, Constraint
 from .record import RECORD_FILE, SearchRecord
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "HISTORY_FILE", "HISTORY_FIELDS",
-           "read_experiment_state", "read_trials", "read_decisions", "read_history", "feasible", "best_trial_so_far",
+           "read_experiment_state", "read_trials", "read_decisions", "read_history", "feasible", "within",
+           "best_trial_so_far",
            "best_trial", "export_best", "format_table", "format_value", "search_progress", "planned_epochs",
            "trial_kind", "trial_outcome"]
 
@@ -299,6 +300,11 @@ def feasible(row: TrialRow, constraints: tuple[Constraint, ...]) -> bool:
     return all(c.violation(row.final.get(c.metric, math.inf)) <= 0 for c in constraints)
 
 
+def within(constraints: tuple[Constraint, ...]) -> str:
+    """`` within trainable_params<=1e+06, ...`` for a run with constraints (what its best trial keeps), else ''."""
+    return f" within {', '.join(map(str, constraints))}" if constraints else ""
+
+
 def best_trial_so_far(rows: list[TrialRow], constraints: tuple[Constraint, ...] = ()) -> Optional[TrialRow]:
     """The best trial (``rows`` best first) that did not fail and keeps the run's ``constraints``: a failing
     configuration, or one the search was told to avoid, is no result to train again. None when there is none."""
@@ -310,8 +316,7 @@ def best_trial(rows: list[TrialRow], constraints: tuple[Constraint, ...] = ()) -
     """:func:`best_trial_so_far`, which must exist (an export needs one)."""
     best = best_trial_so_far(rows, constraints)
     if best is None:
-        within = f" within {', '.join(map(str, constraints))}" if constraints else ""
-        raise ConfigError(f"no trial reported a validation MAP@R without failing{within}")
+        raise ConfigError(f"no trial reported a validation MAP@R without failing{within(constraints)}")
     return best
 
 
@@ -344,9 +349,7 @@ def _chosen_row(run_dir: Path, rows: list[TrialRow], record: SearchRecord, max_p
     """The trial to export and how it was chosen: the best validation MAP@R within the run's constraints,
     or a Pareto-front point."""
     if max_params is None and pareto_index is None:
-        constraints = record.constraints
-        within = f" within {', '.join(map(str, constraints))}" if constraints else ""
-        return best_trial(rows, constraints), f"Best trial{within}"
+        return best_trial(rows, record.constraints), f"Best trial{within(record.constraints)}"
     from .pareto import choose, read_study_points
 
     point = choose(read_study_points(run_dir), max_params=max_params, pareto_index=pareto_index)

@@ -226,7 +226,8 @@ def _stopped_early(plan: SearchPlan, concurrent: int) -> int:
 def summarise(plan: SearchPlan, concurrent: int) -> int:
     """Stage 5: print the trials, export the best config and write the report; the exit status."""
     from .report import write_report
-    from .results import best_trial_so_far, export_best, feasible, format_table, read_trials, search_progress
+    from .results import (best_trial_so_far, export_best, feasible, format_table, read_trials, search_progress,
+                          within)
 
     rows = read_trials(plan.run_dir)
     finished, complete = search_progress(rows, plan.settings.num_samples)
@@ -240,8 +241,7 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
         keep = sum(r.status != "ERROR" and feasible(r, constraints) for r in rows)
         print(f"\nconstraints {', '.join(map(str, constraints))}: {keep} of {len(rows)} trials finished within them")
     if best_trial_so_far(rows, constraints) is None:
-        within = " within the constraints" if constraints else ""
-        print(f"\nno trial reported a validation MAP@R without failing{within}: nothing exported")
+        print(f"\nno trial reported a validation MAP@R without failing{within(constraints)}: nothing exported")
         print(f"report: {write_report(plan.run_dir, rows=rows)}")
         return 1
     exported, best = export_best(plan.run_dir, plan.run_dir / "best_config.yaml", rows=rows)

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..atomic import write_json_atomic
 from ..checkpoint import CHECKPOINT_FILE
 from ..config import Config
+from ..metric_names import metric_name
 from ..models import count_parameters
 
 __all__ = ["METRICS_FILE", "FinalRun", "train_final"]
@@ -34,8 +35,6 @@ class FinalRun:
     def summary(self) -> str:
         """The test metrics in one line, in percent as papers print them: ``test (cub200, 5924 images, %):
         R@1 86.6, ..., MAP@R 52.7 (paper's variant 51.9)``."""
-        from ..metric_names import metric_name
-
         def percent(name: str) -> str:
             return f"{100 * self.test[metric_name('test', name)]:.1f}"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ...errors import ConfigError
+from ...errors import ConfigError, shown
 from ..files import file_lock, make_folder, staged
 from ..records import Benchmark, DatasetError, ExpectedCounts
 from ._common import read_class_folders, require_root
@@ -163,17 +163,9 @@ def _holds(root: Path, meta: dict, overwrite: bool) -> bool:
     if {k: existing.get(k) for k in meta} == meta:
         return True
     if not overwrite:
-        raise DatasetError(f"synthetic: {_shown(root) / META} holds another generation ({_describe(existing)}); "
+        raise DatasetError(f"synthetic: {shown(root / META)} holds another generation ({_describe(existing)}); "
                            f"make the one asked for with: {generate_command(root, meta)}, or use another data root")
     return False
-
-
-def _shown(root: Path) -> Path:
-    """``root`` as the user would type it here: relative to the working folder when inside it (shorter)."""
-    try:
-        return root.relative_to(Path.cwd())
-    except ValueError:
-        return root
 
 
 def _describe(meta: dict) -> str:
@@ -185,7 +177,7 @@ def generate_command(root: Path, meta: dict) -> str:
     """The command line that replaces ``root``'s set with the generation ``meta`` (generate's arguments by
     their synthetic.json names): what a refusal tells the user to run, as a run cannot pass ``overwrite``."""
     seed = f" --seed {meta['seed']}" if meta["seed"] != SEED else ""
-    return (f"{COMMAND} --root {shlex.quote(str(_shown(Path(root))))} --classes {meta['num_classes']} "
+    return (f"{COMMAND} --root {shlex.quote(shown(root))} --classes {meta['num_classes']} "
             f"--per-class {meta['images_per_class']} --size {meta['image_size']}{seed} --overwrite")
 
 
