@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import yaml
 from ray.tune.search.optuna import OptunaSearch
 
 from conftest import fill_disk
@@ -69,7 +70,7 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
                                               "--reduction-factor", "2", "--max-concurrent", "2"]
     assert tune_main(args) == 0
     out = capsys.readouterr().out
-    assert "tensorboard --logdir" in out and "best config (final training)" in out
+    assert "tensorboard --logdir" in out and "best config (final training, " in out
     run = tmp_path / "runs" / "e2e"
     rows = read_trials(run)
     assert len(rows) == 6 and all(r.status == "TERMINATED" for r in rows)
@@ -110,6 +111,8 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     assert tune_main(["export", str(run), "-o", str(exported)]) == 0
     text = exported.read_text()
     assert text.startswith("# Best trial") and "val_fraction: 0.0" in text and "test_eval: true" in text
+    best = rows[0]  # trained for its best validation epoch's count (the synthetic config has no warm-up)
+    assert yaml.safe_load(text)["optim"]["epochs"] == best.best_epoch, (best.best_epoch, best.curve)
     assert final_main(["--config", str(exported), "--out", str(tmp_path / "final"), "--no-progress",
                        "--set", "epochs=2"]) == 0
     assert "MAP@R" in capsys.readouterr().out

@@ -92,6 +92,9 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="YAML file to write (required)")
     p.add_argument("--keep-validation", action="store_true",
                    help="keep the validation split (default: train on train + validation classes)")
+    p.add_argument("--all-epochs", action="store_true",
+                   help="train the trial's planned epochs (default: as many as its best validation epoch, on the "
+                        "same learning-rate schedule)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--max-params", type=float, metavar="N",
                       help="multi-objective runs: the best validation MAP@R on the Pareto front with at most N "
@@ -146,12 +149,14 @@ def _compare(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    from ..search.results import export_best
+    from ..search.export import export_best
 
     args = export_parser().parse_args(argv)
-    path, row = export_best(args.run_dir, args.output, final=not args.keep_validation, max_params=args.max_params,
-                            pareto_index=args.pareto_index)
-    print(f"wrote {path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f}")
+    exported = export_best(args.run_dir, args.output, final=not args.keep_validation, all_epochs=args.all_epochs,
+                           max_params=args.max_params, pareto_index=args.pareto_index)
+    row = exported.row
+    print(f"wrote {exported.path}: trial {row.trial_id}, val MAP@R {row.best_map_at_r:.4f} at epoch {row.best_epoch}; "
+          f"trains {exported.epochs_note}")
     return 0
 
 

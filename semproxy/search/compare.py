@@ -241,7 +241,7 @@ def _final_runs(plan: ComparePlan, run_dir: Path) -> None:
     """Each space's best config exported once, then trained with every final seed not trained yet."""
     from ..checkpoint import CHECKPOINT_FILE
     from ..train.final import METRICS_FILE, train_final
-    from .results import export_best
+    from .export import export_best
 
     total = len(plan.spaces) * len(plan.final_seeds)
     done = 0
@@ -249,10 +249,12 @@ def _final_runs(plan: ComparePlan, run_dir: Path) -> None:
         exported = final_folder(run_dir, name) / "config.yaml"
         if not exported.is_file():
             try:
-                _, best = export_best(search_folder(run_dir, name), exported)
+                done_export = export_best(search_folder(run_dir, name), exported)
             except ConfigError as error:
                 raise type(error)(f"search {name}: {error}") from None
-            print(f"\n{name}: best trial {best.trial_id} (val MAP@R {best.best_map_at_r:.4f}) exported to {exported}")
+            best = done_export.row
+            print(f"\n{name}: best trial {best.trial_id} (val MAP@R {best.best_map_at_r:.4f}) exported to {exported}, "
+                  f"trains {done_export.epochs_note}")
         for seed in plan.final_seeds:
             done += 1
             out = final_folder(run_dir, name, seed)

@@ -1,4 +1,5 @@
-"""Reading a finished (or interrupted) search: the trials table, the best trial, and its export.
+"""Reading a finished (or interrupted) search: the trials table and the best trial (exported by
+semproxy.search.export).
 
 Works from the run directory's plain files alone, so ``tune.py export RUN_DIR`` and ``report``
 need neither the driver nor Ray, and never execute anything a run folder holds (run folders live on
@@ -15,7 +16,6 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,12 +23,11 @@ from ..config import ConfigError
 from ..metric_names import OBJECTIVE, metric_name
 from ..typed_config import short
 from .objectives import COSTS, Constraint
-from .record import RECORD_FILE, SearchRecord
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "HISTORY_FILE", "HISTORY_FIELDS",
            "read_experiment_state", "read_trials", "read_decisions", "read_history", "feasible", "within",
            "best_trial_so_far",
-           "best_trial", "export_best", "format_table", "format_value", "search_progress", "planned_epochs",
+           "best_trial", "format_table", "format_value", "search_progress", "planned_epochs",
            "trial_kind", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
@@ -56,7 +55,7 @@ class TrialRow:
     error: Optional[str]
     path: str
     curve: dict[int, float]    # validation MAP@R per epoch (finite values only)
-    final: dict[str, float] = field(default_factory=dict)  # the last epoch's objective and costs (the searcher's)
+    final: dict[str, float] = field(default_factory=dict)  # as the searcher was told: best MAP@R, last costs
 
     @property
     def number(self) -> Optional[int]:
@@ -208,7 +207,9 @@ def _read_trial(trial_id: str, status: str, folder: Path, reported: dict[int, di
         checkpoint = str(folder / name) if name and (folder / name).is_dir() else None
     error = _error_line(folder) if status == "ERROR" else None
     last = by_epoch[max(by_epoch)] if by_epoch else {}
-    final = {key: _number(last.get(key)) for key in (OBJECTIVE, *COSTS) if math.isfinite(_number(last.get(key)))}
+    final = {key: _number(last.get(key)) for key in COSTS if math.isfinite(_number(last.get(key)))}
+    if math.isfinite(best_value):
+        final[OBJECTIVE] = best_value
     return TrialRow(trial_id, status, _read_params(folder), max(by_epoch, default=0), best_value, best_epoch,
                     recall, checkpoint, error, str(folder), curve, final)
 
@@ -296,7 +297,8 @@ def search_progress(rows: list[TrialRow], num_samples: int) -> tuple[int, bool]:
 
 def feasible(row: TrialRow, constraints: tuple[Constraint, ...]) -> bool:
     """Whether the trial keeps every constraint of its run, judged as the searcher judged it
-    (``semproxy.search.searcher``): on the values of its last epoch, a value it never reported read as inf."""
+    (``semproxy.search.searcher``): its best validation MAP@R and its last epoch's costs, a value it never
+    reported read as inf."""
     return all(c.violation(row.final.get(c.metric, math.inf)) <= 0 for c in constraints)
 
 
@@ -342,51 +344,3 @@ def format_table(rows: list[TrialRow], max_epochs: int, limit: int = 10) -> str:
 def format_value(value: Any) -> str:
     """A parameter value as the trials tables show it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _chosen_row(run_dir: Path, rows: list[TrialRow], record: SearchRecord, max_params: Optional[float],
-                pareto_index: Optional[int]) -> tuple[TrialRow, str]:
-    """The trial to export and how it was chosen: the best validation MAP@R within the run's constraints,
-    or a Pareto-front point."""
-    if max_params is None and pareto_index is None:
-        return best_trial(rows, record.constraints), f"Best trial{within(record.constraints)}"
-    from .pareto import choose, read_study_points
-
-    point = choose(read_study_points(run_dir), max_params=max_params, pareto_index=pareto_index)
-    row = next((r for r in rows if r.trial_id == point.tune_trial_id), None)
-    if row is None:
-        raise ConfigError(f"{run_dir}: the study's trial {point.number} has no trial folder")
-    values = ", ".join(f"{v:.4g}" for v in point.values)
-    return row, f"Pareto-front point {point.number} ({values})"
-
-
-def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True, max_params: Optional[float] = None,
-                pareto_index: Optional[int] = None, rows: Optional[list[TrialRow]] = None) -> tuple[Path, TrialRow]:
-    """Write the best trial's full config; ``final`` turns the validation split off and test evaluation on.
-
-    In a multi-objective run ``max_params`` or ``pareto_index`` picks a point of the Pareto front instead.
-    ``rows``: the run's trials when the caller has just read them (:func:`read_trials`).
-    """
-    run_dir = Path(run_dir).resolve()
-    record = SearchRecord.read(run_dir)
-    rows = read_trials(run_dir) if rows is None else rows
-    row, chosen = _chosen_row(run_dir, rows, record, max_params, pareto_index)
-    config = record.base_config(str(run_dir / RECORD_FILE)).replace(row.params, where=f"{row.path}/params.json")
-    if final:
-        config = config.replace({"val_fraction": 0.0, "test_eval": True})
-    finished, complete = search_progress(rows, int(record.settings.get("num_samples", 0)))
-    header = "\n".join([
-        f"{chosen}: trial {row.trial_id} of the search in {run_dir}",
-        f"validation MAP@R {row.best_map_at_r:.4f} at epoch {row.best_epoch} (R@1 {row.recall_at_1:.4f})",
-        *([] if complete else [f"PARTIAL search: {finished} of {record.settings.get('num_samples')} trials finished"]),
-        f"space: {record.space}",
-        f"command: {record.command}",
-        f"backbone: {record.backbone.get('name')} (weights sha256 {str(record.backbone.get('sha256'))[:16]}...)",
-        f"data: {record.dataset} {json.dumps(record.data.get('counts'))}, files sha256 "
-        f"{str(record.data.get('files_sha256'))[:16]}...",
-        f"code: git {record.git_commit or 'unknown'}; " + ", ".join(f"{k} {v}" for k, v in record.versions.items()),
-        f"exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
-        + ("; validation split off and test evaluation on for final training" if final else ""),
-        f"train it: python -m semproxy.train --config {out}",
-    ])
-    return config.dump(out, header=header), row

@@ -226,8 +226,8 @@ def _stopped_early(plan: SearchPlan, concurrent: int) -> int:
 def summarise(plan: SearchPlan, concurrent: int) -> int:
     """Stage 5: print the trials, export the best config and write the report; the exit status."""
     from .report import write_report
-    from .results import (best_trial_so_far, export_best, feasible, format_table, read_trials, search_progress,
-                          within)
+    from .export import export_best
+    from .results import best_trial_so_far, feasible, format_table, read_trials, search_progress, within
 
     rows = read_trials(plan.run_dir)
     finished, complete = search_progress(rows, plan.settings.num_samples)
@@ -244,11 +244,13 @@ def summarise(plan: SearchPlan, concurrent: int) -> int:
         print(f"\nno trial reported a validation MAP@R without failing{within(constraints)}: nothing exported")
         print(f"report: {write_report(plan.run_dir, rows=rows)}")
         return 1
-    exported, best = export_best(plan.run_dir, plan.run_dir / "best_config.yaml", rows=rows)
+    exported = export_best(plan.run_dir, plan.run_dir / "best_config.yaml", rows=rows)
+    best = exported.row
     print(f"\nbest: trial {best.trial_id}, val MAP@R {best.best_map_at_r:.4f} at epoch {best.best_epoch}")
     print(f"best params: {json.dumps(best.params, default=str)}")
     print(f"best checkpoint: {best.checkpoint}")
-    print(f"best config (final training): {exported}\n  python -m semproxy.train --config {exported}")
+    print(f"best config (final training, {exported.epochs_note}): {exported.path}\n"
+          f"  python -m semproxy.train --config {exported.path}")
     print(f"report: {write_report(plan.run_dir, rows=rows)}")
     print(f"TensorBoard: tensorboard --logdir {plan.run_dir}   (Ray's own hint above points at a temporary copy)")
     return 0

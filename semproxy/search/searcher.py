@@ -2,7 +2,9 @@
 
 ASHA (or any scheduler) stops weak trials early; Ray's OptunaSearch would tell Optuna such a trial
 COMPLETED with its low early value, which biases TPE. :class:`PruningAwareOptunaSearch` tells Optuna
-PRUNED instead (Optuna then uses the trial's last intermediate value, as for its own pruners).
+PRUNED instead (Optuna then uses the trial's last intermediate value, as for its own pruners). A trial
+that ran all its epochs is told its best epoch's validation MAP@R, not its last epoch's: the value a
+search ranks trials by, for the epoch count ``export`` writes (semproxy.search.results).
 Searchers differ only in their Optuna sampler: :data:`SAMPLERS` maps ``SearchSettings.searcher``
 names to samplers, so adding one is a registration.
 """
@@ -15,6 +17,7 @@ from typing import Any, Callable, Optional
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from ..metric_names import BEST_OBJECTIVE, OBJECTIVE
 from .objectives import COSTS, Constraint, Objective
 from .ray_compat import is_completed, mark_completed, optuna_study, optuna_trial
 
@@ -60,6 +63,9 @@ class PruningAwareOptunaSearch(OptunaSearch):
     the study database says what happened without Ray's files. With several objectives, a trial
     stopped early is PRUNED too: it ran fewer epochs than the others, so its values are not
     comparable, and it is not on the Pareto front (Optuna reports no intermediate values then).
+    A trial's validation MAP@R, as Optuna's value and in constraints on it, is its best epoch's (the
+    trainable reports it each epoch as ``BEST_OBJECTIVE``), beside its last epoch's costs; the
+    intermediate values stay each epoch's own.
     """
 
     def __init__(self, *args, max_t: int, constraints: tuple[Constraint, ...] = (), **kwargs) -> None:
@@ -80,14 +86,16 @@ class PruningAwareOptunaSearch(OptunaSearch):
         if is_completed(self, trial_id):
             return super().on_trial_complete(trial_id, result, error)
         trial = optuna_trial(self, trial_id)
-        if result:
-            self._record(trial, result, stopped_early)
         if result and isinstance(self.metric, str) and self.metric in result:
             # Tune calls on_trial_result for every result but a trial's last (the one that made the
             # scheduler stop it, or its final epoch): report it too, so the study holds every epoch.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a step reported already is ignored, with a warning
                 trial.report(result[self.metric], result["training_iteration"])
+        if result and BEST_OBJECTIVE in result:
+            result = {**result, OBJECTIVE: result[BEST_OBJECTIVE]}  # its value, and constraints on it
+        if result:
+            self._record(trial, result, stopped_early)
         if not stopped_early:
             return super().on_trial_complete(trial_id, result, error)
         optuna_study(self).tell(trial, state=optuna.trial.TrialState.PRUNED)
