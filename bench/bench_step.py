@@ -152,7 +152,8 @@ def measure_ops(method: str, batch: int, device_name: str, cpu_amp: bool = False
     """Aten operations (and kernels: operations that are not views) of one eager step, after a warm-up step.
 
     ``cpu_amp``: the whole step under the CPU's bf16 autocast, a stand-in for CUDA's mixed precision
-    (which a Trainer applies to its forward on a GPU only) to count autocast's casts on a CPU machine.
+    (which a Trainer applies to its forward on a GPU only, its frozen weights lowered to bf16 first) to
+    count autocast's casts on a CPU machine.
     """
     import contextlib
 
@@ -160,9 +161,13 @@ def measure_ops(method: str, batch: int, device_name: str, cpu_amp: bool = False
 
     from semproxy.train.ops import count_ops
 
+    from semproxy.models.precision import lower_frozen_weights
+
     reset_peak(torch.device(device_name))
     trainer, step, _ = setup(method, batch, device_name, **overrides)
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if cpu_amp else contextlib.nullcontext()
+    if cpu_amp:  # as a Trainer with amp does on a GPU
+        lower_frozen_weights(trainer.model, torch.bfloat16)
     with amp:
         step()
     generator = torch.Generator().manual_seed(1)

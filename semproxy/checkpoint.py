@@ -85,12 +85,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def check_compatible(payload: dict[str, Any], config: Config, model: PromptedViT, *, where: str) -> None:
-    """Refuse a checkpoint of another backbone (name or weights) or another learning config."""
+def check_compatible(payload: dict[str, Any], config: Config, backbone_sha256: str, *, where: str) -> None:
+    """Refuse a checkpoint of another backbone (name, or weights: ``backbone_sha256`` is
+    :func:`backbone_hash` of the model it would be restored into) or another learning config."""
     saved = payload["backbone"]
     if saved["name"] != config.model.backbone:
         raise CheckpointError(f"{where}: made for backbone '{saved['name']}', not '{config.model.backbone}'")
-    if saved["sha256"] != backbone_hash(model):
+    if saved["sha256"] != backbone_sha256:
         raise CheckpointError(f"{where}: the backbone weights differ from those it was trained on "
                               f"(sha256 {saved['sha256'][:12]}...)")
     theirs = Config.from_mapping(payload["config"]).flat()

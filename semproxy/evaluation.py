@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import check_compatible, load_checkpoint, restore_trained
+from .checkpoint import backbone_hash, check_compatible, load_checkpoint, restore_trained
 from .config import RUNTIME, Config, ConfigError
 from .data.cache import EvalImageCache
 from .data.loader import eval_batches
@@ -17,18 +17,25 @@ from .host_memory import keep_freed_host_memory
 from .metric_names import split_metrics
 from .metrics import retrieval_metrics
 from .models import PromptedViT, build_model
+from .models.precision import lower_frozen_weights
 from .prepared import PreparedData, prepare_data
 from .typed_config import unknown_key
 
-__all__ = ["embed", "evaluate", "autocast_for", "evaluate_checkpoint", "check_runtime_overrides"]
+__all__ = ["embed", "evaluate", "amp_dtype", "autocast_for", "evaluate_checkpoint", "check_runtime_overrides"]
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
+    """The dtype mixed precision computes in on ``device``: bf16 on GPUs that support it, fp16 on older
+    ones; None on the CPU or when ``enabled`` (the ``amp`` knob) is off."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it, fp16 on older ones, nothing on CPU."""
-    if not enabled or device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    """Autocast to :func:`amp_dtype`, or nothing where that is None."""
+    dtype = amp_dtype(device, enabled)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -95,9 +102,12 @@ def evaluate_checkpoint(path: str, overrides: Sequence[str] = (), *, progress: b
     if device.type == "cpu":  # as training does: activations reused batch after batch, not re-faulted
         keep_freed_host_memory()
     model = build_model(config.model, len(np.unique(data.train.labels)), where=f"{path} (config)")
-    check_compatible(payload, config, model, where=str(path))
+    check_compatible(payload, config, backbone_hash(model), where=str(path))
     restore_trained(model, payload, where=str(path))
     model.to(device)
+    dtype = amp_dtype(device, config.optim.amp)
+    if dtype is not None:
+        lower_frozen_weights(model, dtype)
     metrics = evaluate(model, data, "test", config.eval.eval_batch_size, device, amp=config.optim.amp,
                        progress=progress)
     return split_metrics("test", metrics)

@@ -15,6 +15,7 @@ import torch
 from semproxy import host_memory
 from semproxy.checkpoint import CheckpointError, load_checkpoint
 from semproxy.config import Config
+from semproxy.evaluation import amp_dtype
 from semproxy.cli.evaluate import main as evaluate_main
 from semproxy.cli.train import main as final_main
 from semproxy.prepared import prepare_data
@@ -265,6 +266,9 @@ def test_a_vptsp_checkpoint_resumes_on_a_gpu(workdir):
 
     fit(cfg, data=data, progress=False, callbacks=[save_first])
     trainer = Trainer(cfg, data, torch.device("cuda"), progress=False)
+    # amp lowered the frozen weights (semproxy.models.precision); the resume checks the weights as loaded
+    qkv = trainer.model.backbone.blocks[0].attn.qkv
+    assert qkv.weight.dtype == amp_dtype(trainer.device, True) and not qkv.weight.requires_grad
     trainer.restore(load_checkpoint(workdir / "gpu-ckpt"))
     states = [t for state in trainer.optimizers.bank.state.values() for t in state.values()]
     assert states and all(t.device.type == "cuda" for t in states)

@@ -32,11 +32,12 @@ from ..data.batch_classes import BatchClasses
 from ..data.loader import TrainBatch, TrainLoader
 from ..device import resolve_device
 from ..errors import TrainingError
-from ..evaluation import autocast_for, evaluate
+from ..evaluation import amp_dtype, autocast_for, evaluate
 from ..host_memory import keep_freed_host_memory
 from ..losses import ProxyAnchorLoss, ProxyAnchorOutput
 from ..metric_names import split_metrics
 from ..models import PromptedViT, build_model
+from ..models.precision import lower_frozen_weights
 from ..optim import Optimizers, build_optimizers
 from ..prepared import PreparedData, prepare_data
 from .compiled import compile_step
@@ -105,8 +106,11 @@ class Trainer:
         self.compile = config.optim.compile
         self.optimizers: Optimizers = build_optimizers(self.model, config.optim, compiled=self.compile != "off")
         self.loss_fn = ProxyAnchorLoss(config.loss.pa_alpha, config.loss.pa_delta, config.loss.pa_pos_norm)
-        self.amp = config.optim.amp and device.type == "cuda"
-        fp16 = self.amp and not torch.cuda.is_bf16_supported()
+        dtype = amp_dtype(device, config.optim.amp)
+        self.amp = dtype is not None
+        if self.amp:  # after the backbone hash: that one is of the weights as loaded
+            lower_frozen_weights(self.model, dtype)
+        fp16 = dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         if fp16 and self.compile != "off":
             raise ConfigError(f"key 'compile' is '{self.compile}' but this GPU lacks bf16, and fp16's loss scaling "
@@ -225,7 +229,7 @@ class Trainer:
         return save_checkpoint(directory, self.payload())
 
     def restore(self, payload: dict[str, Any], where: str = "checkpoint") -> None:
-        check_compatible(payload, self.config, self.model, where=where)
+        check_compatible(payload, self.config, self.backbone_sha256, where=where)
         restore_trained(self.model, payload, where=where)
         self.optimizers.load_state_dict(payload["optimizers"])
         if self.scaler is not None and payload.get("scaler"):
