@@ -81,6 +81,36 @@ def test_resume_from_epoch_k_equals_never_stopping(workdir, method, optimizer):
         assert torch.equal(a[key], b[key]), key
 
 
+def test_the_mixed_precision_path_resumes_exactly(workdir, monkeypatch):
+    """A GPU's amp path, run on the CPU's bf16 autocast: the Trainer lowers the frozen weights, steps and
+    validates under autocast, and resumes from a checkpoint (checked against the weights as loaded)
+    to the same run as never stopping."""
+    import semproxy.evaluation
+    import semproxy.train.trainer
+
+    def cpu_bf16(device, enabled):
+        return torch.bfloat16 if enabled else None
+
+    monkeypatch.setattr(semproxy.evaluation, "amp_dtype", cpu_bf16)
+    monkeypatch.setattr(semproxy.train.trainer, "amp_dtype", cpu_bf16)
+    cfg = small_config(workdir, method="vptsp_gru", optimizer="adamw", epochs=2)
+    data = prepare_data(cfg)
+    def save_first(result, trainer):
+        if result.epoch == 1:
+            trainer.save(workdir / "amp")
+
+    straight = fit(cfg, data=data, progress=False, callbacks=[save_first])
+    assert straight.model.backbone.blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in straight.model.parameters() if p.requires_grad)
+    assert all(math.isfinite(h.metrics["val_map_at_r"]) for h in straight.history)
+    torch.manual_seed(12345)  # resuming must not depend on the process's RNG state
+    resumed = fit(cfg, data=data, progress=False, resume_from=workdir / "amp")
+    assert [h.metrics for h in resumed.history] == [h.metrics for h in straight.history]
+    assert [h.loss for h in resumed.history] == [h.loss for h in straight.history]
+    a, b = _params(straight.model), _params(resumed.model)
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_fit_seeds_its_run_and_keeps_freed_host_memory(workdir, monkeypatch):
     """fit() owns what a Trainer leaves alone: the same config trains the same whatever the RNG was."""
     calls = []
