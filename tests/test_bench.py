@@ -46,7 +46,7 @@ def test_gpu_check_runs_every_bench_script_and_the_gpu_tests(tmp_path):
     from gpu_check import steps
 
     commands = [" ".join(command) for _, command, _ in steps(tmp_path)]
-    scripts = {p.name for p in BENCH.glob("bench_*.py")} - {"bench_asha.py"}  # ASHA's bench is CPU-only
+    scripts = {p.name for p in BENCH.glob("bench_*.py")} - {"bench_asha.py", "bench_demo.py"}  # CPU-only
     assert all(any(script in c for c in commands) for script in scripts), scripts
     assert any("-m gpu" in c for c in commands) and any("--gpus-per-trial 0.5" in c for c in commands)
     assert all(str(tmp_path) in c for c in commands if "bench_" in c)  # never over the recorded results
