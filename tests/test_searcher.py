@@ -78,3 +78,64 @@ def test_a_trial_that_ran_its_own_epochs_is_complete_and_one_stopped_before_is_p
     states = [t.state.name for t in optuna_study(searcher).trials]
     # a trial whose sampled 'epochs' is below max_t finished when it ran them all: COMPLETE, not PRUNED
     assert states == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
+
+
+def _discrete(trial):
+    trial.suggest_categorical("x", [1, 2, 3])
+
+
+def _continuous(trial):
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+
+
+def _raw_draws(space, n: int, seed: int, enqueue=()) -> list[dict]:
+    """What the seeded sampler alone gives, without the searcher's check."""
+    study = optuna.create_study(sampler=make_sampler(seed, "random"))
+    for point in enqueue:
+        study.enqueue_trial(point)
+    draws = []
+    for _ in range(n):
+        trial = study.ask()
+        space(trial)
+        draws.append(trial.params)
+        study.tell(trial, 0.5)
+    return draws
+
+
+def _drawn(searcher, n: int) -> list[dict]:
+    configs = []
+    for number in range(n):
+        configs.append(searcher.suggest(f"t{number}"))
+        searcher.on_trial_complete(f"t{number}", {"val_map_at_r": 0.5, "training_iteration": 3, "config": {}})
+    return configs
+
+
+def test_a_searcher_never_runs_a_configuration_again_while_the_space_has_others():
+    from semproxy.search.searcher import MAX_DRAWS, PruningAwareOptunaSearch
+
+    # a seed with which the sampler alone repeats itself in three draws (most seeds: 7 in 9)
+    seed = next(s for s in range(100) if len({d["x"] for d in _raw_draws(_discrete, 3, seed=s)}) < 3)
+    searcher = PruningAwareOptunaSearch(_discrete, metric="val_map_at_r", mode="max",
+                                        sampler=make_sampler(seed, "random"), max_t=3)
+    searcher.set_search_properties(None, None, {})
+    configs = _drawn(searcher, 4)
+    assert sorted(c["x"] for c in configs[:3]) == [1, 2, 3]
+    assert configs[3]["x"] in (1, 2, 3)  # nothing left: after MAX_DRAWS draws the fourth runs a repeat
+    study = optuna_study(searcher)
+    repeats = [t for t in study.trials if t.state.name == "FAIL"]
+    assert repeats and all("duplicate_of" in t.user_attrs and "tune_trial_id" not in t.user_attrs for t in repeats)
+    assert sum(t.user_attrs.get("tune_trial_id") == "t3" for t in study.trials) == 1
+    assert len(repeats) >= MAX_DRAWS - 1  # the fourth's rejected draws
+
+
+def test_a_warm_started_search_does_not_redraw_what_its_start_was():
+    from semproxy.search.searcher import PruningAwareOptunaSearch
+
+    earlier_first = _raw_draws(_continuous, 1, seed=0)[0]  # the earlier search's first draw, now a start
+    assert _raw_draws(_continuous, 2, seed=0, enqueue=[earlier_first])[1] == earlier_first  # the sampler alone
+    searcher = PruningAwareOptunaSearch(_continuous, metric="val_map_at_r", mode="max",
+                                        sampler=make_sampler(0, "random"), max_t=3,
+                                        points_to_evaluate=[earlier_first])
+    searcher.set_search_properties(None, None, {})
+    start, drawn = _drawn(searcher, 2)
+    assert start == earlier_first and drawn != earlier_first

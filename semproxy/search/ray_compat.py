@@ -48,6 +48,11 @@ def optuna_trial(searcher: OptunaSearch, trial_id: str) -> Any:
     return searcher._ot_trials[trial_id]
 
 
+def forget_trial(searcher: OptunaSearch, trial_id: str) -> None:
+    """Drop the Optuna trial a Tune trial was given, so that the next ``suggest`` asks for a new one."""
+    del searcher._ot_trials[trial_id]
+
+
 def optuna_study(searcher: OptunaSearch) -> Any:
     """The searcher's Optuna study."""
     return searcher._ot_study

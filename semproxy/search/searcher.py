@@ -19,12 +19,17 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ..metric_names import BEST_OBJECTIVE, OBJECTIVE
 from .objectives import COSTS, Constraint, Objective
-from .ray_compat import is_completed, mark_completed, optuna_study, optuna_trial
+from .ray_compat import forget_trial, is_completed, mark_completed, optuna_study, optuna_trial
 
 __all__ = ["PruningAwareOptunaSearch", "SAMPLERS", "register_sampler", "make_sampler", "build_searcher"]
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
 SAMPLERS: dict[str, SamplerFactory] = {}
+#: Draws a trial may take to find a configuration the study has not run; past them a repeat is run.
+MAX_DRAWS = 20
+#: The states of Optuna trials whose configurations are taken: run or running. (Queued starting points
+#: hold no parameters until asked for, and are asked for before any draw.)
+TAKEN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
 
 
 def register_sampler(name: str) -> Callable:
@@ -73,10 +78,34 @@ class PruningAwareOptunaSearch(OptunaSearch):
         self._max_t, self._constraints = max_t, tuple(constraints)
 
     def suggest(self, trial_id: str) -> Optional[dict]:
-        config = super().suggest(trial_id)
-        if config is not None:
-            optuna_trial(self, trial_id).set_user_attr("tune_trial_id", trial_id)
+        """The next configuration: one the study has not run and is not running.
+
+        A sampler can draw a configuration again: TPE in a discrete space, or a warm-started study
+        whose seeded random start-up draws what the earlier study drew with the same seed (and ran,
+        and now starts from). Such a draw is told to Optuna as FAIL (``duplicate_of``: the trial it
+        repeats; samplers ignore failed trials) and the sampler draws again, up to :data:`MAX_DRAWS`
+        times; a space with no configuration left runs the repeat.
+        """
+        for draw in range(MAX_DRAWS):
+            config = super().suggest(trial_id)
+            if config is None:
+                return None
+            trial = optuna_trial(self, trial_id)
+            earlier = self._earlier_with_params(trial)
+            if earlier is None or draw == MAX_DRAWS - 1:
+                break
+            trial.set_user_attr("duplicate_of", earlier)
+            optuna_study(self).tell(trial, state=optuna.trial.TrialState.FAIL)
+            forget_trial(self, trial_id)
+        trial.set_user_attr("tune_trial_id", trial_id)
         return config
+
+    def _earlier_with_params(self, trial: Any) -> Optional[int]:
+        """The number of another trial of the study with exactly ``trial``'s parameters, if one is taken."""
+        for other in optuna_study(self).get_trials(deepcopy=False, states=TAKEN):
+            if other.number != trial.number and other.params == trial.params:
+                return other.number
+        return None
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         # A trial's own length is its sampled 'epochs' where the space samples it, else max_t.
