@@ -82,6 +82,7 @@ def test_search_prunes_records_logs_and_exports(ray_session, space, tmp_path, ca
     for row in rows:
         expected = f"stopped at epoch {row.epochs} of 4" if row.epochs < 4 else "completed (4 epochs)"
         assert expected in printed[row.trial_id] and "TERMINATED" not in printed[row.trial_id]
+        assert printed[row.trial_id].split()[1] == row.label  # the report's name for it
     # Optuna saw those as PRUNED, the others as COMPLETE
     searcher = OptunaSearch()  # the run's searcher as Tune saved it, through the searcher's own restore
     searcher.restore(sorted(glob.glob(str(run / "searcher-state-*.pkl")))[-1])

@@ -324,13 +324,14 @@ def best_trial(rows: list[TrialRow], constraints: tuple[Constraint, ...] = ()) -
 
 def format_table(rows: list[TrialRow], max_epochs: int, limit: int = 10) -> str:
     """A plain-text table of the best ``limit`` trials (and every errored one, with its reason), each with
-    its outcome as the report words it (``completed``, ``stopped at epoch N of M``, ...)."""
+    Tune's id, the report's name for it (``#N``: the order Tune started it) and its outcome as the report
+    words it (``completed (N epochs)``, ``stopped at epoch N of M``, ...)."""
     shown = rows[:limit] + [r for r in rows[limit:] if r.error]
     keys = sorted({k for r in shown for k in r.params})
-    header = ["trial", "outcome", "val MAP@R", "@epoch", "val R@1"] + keys
+    header = ["trial", "#", "outcome", "val MAP@R", "@epoch", "val R@1"] + keys
     lines = [header]
     for r in shown:
-        values = [r.trial_id, trial_outcome(r, planned_epochs(r, max_epochs)),
+        values = [r.trial_id, r.label if r.number is not None else "-", trial_outcome(r, planned_epochs(r, max_epochs)),
                   "-" if math.isnan(r.best_map_at_r) else f"{r.best_map_at_r:.4f}", str(r.best_epoch),
                   "-" if math.isnan(r.recall_at_1) else f"{r.recall_at_1:.4f}"]
         values += [format_value(r.params.get(k, "")) for k in keys]
