@@ -279,6 +279,7 @@ def run_planned(plan: SearchPlan, checked: Preflight, resume: bool) -> int:
     print(f"search {plan.name}: {plan.settings.budget}, "
           f"{concurrent} at a time{' (deterministic)' if plan.settings.deterministic else ''}, "
           f"{plan.settings.scheduler} on {checked.record.metric}, optimising {objectives}")
+    print(f"base config: {plan.config_source}")
     print(f"TensorBoard: tensorboard --logdir {plan.run_dir}")
     print(f"live dashboard: python tune.py dashboard {plan.run_dir}   (the study: {plan.study_url})")
     return summarise(plan, concurrent) if run(tuner, plan) else 1
