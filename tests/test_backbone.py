@@ -106,3 +106,16 @@ def test_npz_with_extra_blocks_is_refused(tmp_path):
     path = tmp_path / "deeper.npz"
     save_jax_npz(deeper, path)
     assert "13 blocks in the file, 12 in the model" in _one_line_error(lambda: create_backbone(NAME, weights=path))
+
+
+def test_pretrained_weights_that_cannot_be_fetched_say_how_to_give_a_local_file(monkeypatch):
+    import huggingface_hub.constants
+
+    from semproxy.errors import MAX_MESSAGE
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as a machine with no network
+    with pytest.raises(BackboneError) as raised:
+        create_backbone("vit_small_patch16_224.augreg_in21k", pretrained=True)
+    message = str(raised.value)
+    assert message.startswith("cannot build 'vit_small_patch16_224.augreg_in21k'") and "\n" not in message
+    assert len(message) <= MAX_MESSAGE and message.endswith("--weights FILE, or weights: in the config)")

@@ -147,7 +147,8 @@ def create_backbone(
     try:
         model = timm.create_model(name, pretrained=pretrained and weights is None, **kwargs)
     except Exception as error:  # noqa: BLE001 - hub errors are long and many-lined
-        hint = " (offline? pass a local weights file instead)" if pretrained and weights is None else ""
+        hint = (" (offline? give a local weights file: --weights FILE, or weights: in the config)"
+                if pretrained and weights is None else "")
         raise BackboneError(f"cannot build '{name}': {first_line(error)}{hint}") from None
     if not isinstance(model, VisionTransformer):
         raise BackboneError(f"'{name}' is a {type(model).__name__}; semproxy needs a timm VisionTransformer")
