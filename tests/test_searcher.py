@@ -139,3 +139,12 @@ def test_a_warm_started_search_does_not_redraw_what_its_start_was():
     searcher.set_search_properties(None, None, {})
     start, drawn = _drawn(searcher, 2)
     assert start == earlier_first and drawn != earlier_first
+
+
+def test_an_epoch_reported_again_after_a_restart_keeps_its_first_value_quietly(recwarn):
+    searcher = _searcher(max_t=3)
+    searcher.suggest("t")
+    for value in (0.4, 0.9):  # epoch 1, then epoch 1 again from the restarted trial
+        searcher.on_trial_result("t", {"val_map_at_r": value, "training_iteration": 1})
+    assert optuna_study(searcher).trials[0].intermediate_values == {1: 0.4}
+    assert not [w for w in recwarn if "already reported" in str(w.message)]

@@ -107,6 +107,11 @@ class PruningAwareOptunaSearch(OptunaSearch):
                 return other.number
         return None
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        with warnings.catch_warnings():  # a trial restarted from its checkpoint reports an epoch again:
+            warnings.filterwarnings("ignore", message=".*is already reported")  # Optuna keeps the first
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
         # A trial's own length is its sampled 'epochs' where the space samples it, else max_t.
         planned = ((result or {}).get("config") or {}).get("epochs", self._max_t)
@@ -119,7 +124,7 @@ class PruningAwareOptunaSearch(OptunaSearch):
             # Tune calls on_trial_result for every result but a trial's last (the one that made the
             # scheduler stop it, or its final epoch): report it too, so the study holds every epoch.
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a step reported already is ignored, with a warning
+                warnings.filterwarnings("ignore", message=".*is already reported")  # as in on_trial_result
                 trial.report(result[self.metric], result["training_iteration"])
         if result and BEST_OBJECTIVE in result:
             result = {**result, OBJECTIVE: result[BEST_OBJECTIVE]}  # its value, and constraints on it
