@@ -1,6 +1,9 @@
 """Readers for each real layout, count warnings, one-line errors, and class-disjoint splits."""
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -8,7 +11,7 @@ import pytest
 
 from fake_layouts import make_cars_official, make_class_folders, make_cub_official, make_inat, make_inshop, make_sop
 from semproxy.config import ConfigError
-from semproxy.data import DatasetCountWarning, DatasetError, load_benchmark, make_splits
+from semproxy.data import DatasetCountWarning, DatasetError, ImageList, load_benchmark, make_splits
 from semproxy.cli.data import main as data_main
 from semproxy.data.readers import synthetic
 
@@ -117,6 +120,37 @@ def test_validation_is_carved_from_training_classes(tmp_path):
     assert final.val is None and len(final.train) == len(benchmark.train)
     with pytest.raises(ConfigError, match="needs at least 2"):
         make_splits(benchmark, 0.05)
+
+
+def _info(root, capsys) -> dict:
+    assert data_main(["info", "synthetic", "--root", str(root)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_fingerprint_identifies_the_data_not_its_folder(tmp_path, capsys, monkeypatch):
+    original = synthetic.generate(tmp_path / "a" / "synthetic", num_classes=20, images_per_class=2, image_size=32)
+    copy = Path(shutil.copytree(original, tmp_path / "elsewhere" / "deeper" / "copy"))
+    fingerprint = _info(original, capsys)
+    assert _info(copy, capsys) == fingerprint
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert _info("deeper/copy", capsys) == fingerprint  # a relative root, a symlinked one: the same data
+    (tmp_path / "link").symlink_to(copy)
+    assert _info(tmp_path / "link", capsys) == fingerprint
+    for val_fraction in (0.0, 0.5):  # each split's files are hashed, as before
+        splits = [make_splits(load_benchmark("synthetic", root), val_fraction) for root in (original, copy)]
+        assert splits[0].fingerprint() == splits[1].fingerprint() != fingerprint
+
+    image = next((copy / "images").glob("002.*/*.jpg"))
+    image.rename(image.with_name("renamed.jpg"))  # one file's name changed: other data
+    renamed = _info(copy, capsys)
+    assert renamed["counts"] == fingerprint["counts"] and renamed["files_sha256"] != fingerprint["files_sha256"]
+
+    splits = make_splits(load_benchmark("synthetic", original), 0.2)
+    labels = splits.train.labels.copy()
+    labels[0] = labels[-1]  # one image's label changed, same files and counts
+    relabelled = dataclasses.replace(splits, train=ImageList(splits.train.paths, labels))
+    assert relabelled.fingerprint()["files_sha256"] != splits.fingerprint()["files_sha256"]
+    assert splits.fingerprint() == fingerprint
 
 
 def test_cli_info_and_errors(tmp_path, capsys):

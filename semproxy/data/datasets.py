@@ -1,6 +1,7 @@
 """The benchmark registry: how to read each dataset, its standard counts, Recall@K list and sources."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -68,8 +69,13 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 def load_benchmark(name: str, root: str | Path) -> Benchmark:
-    """Read a benchmark's standard split and warn where its counts differ from the standard ones."""
+    """Read a benchmark's standard split and warn where its counts differ from the standard ones.
+
+    The benchmark's ``root`` is the folder read, absolute, so that fingerprints hash image paths
+    relative to it (the same data in another folder has the same fingerprint).
+    """
     spec = get_dataset(name)
     benchmark = spec.read(Path(root).expanduser())
-    check_counts(benchmark, spec.expected(Path(root).expanduser().resolve()))
-    return benchmark
+    resolved = Path(root).expanduser().resolve()
+    check_counts(benchmark, spec.expected(resolved))
+    return dataclasses.replace(benchmark, root=str(resolved))

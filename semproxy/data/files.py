@@ -18,6 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..atomic import current_umask
 from .records import DatasetError
 
 __all__ = ["make_folder", "staged", "file_lock", "allocate_npy", "is_disk_full", "format_bytes"]
@@ -39,10 +40,12 @@ def staged(target: Path) -> Iterator[Path]:
     """A fresh temporary folder beside ``target`` (same filesystem, so one rename publishes it).
 
     The folder is removed when the block fails for any reason, KeyboardInterrupt included; on success
-    the block is expected to have renamed it into place.
+    the block is expected to have renamed it into place. It has the mode ``mkdir`` would give it
+    (``0o777 & ~umask``), not ``mkdtemp``'s 0700: the image cache is shared by every run on the machine.
     """
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

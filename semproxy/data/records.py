@@ -56,6 +56,8 @@ class Benchmark:
     train: ImageList
     test: ImageList
     gallery: Optional[ImageList] = None
+    #: The dataset folder, absolute (set by ``load_benchmark``): the fingerprint hashes paths relative to it.
+    root: Optional[str] = None
 
 
 @dataclass(frozen=True)

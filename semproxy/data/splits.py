@@ -7,7 +7,9 @@ deterministic: the last ``val_fraction`` of the training classes in id order.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Optional
 
 import numpy as np
@@ -27,9 +29,16 @@ class DataSplits:
     val: Optional[ImageList]
     test: ImageList
     gallery: Optional[ImageList] = None   # In-Shop: ``test`` are the queries
+    root: Optional[str] = None            # the dataset folder (absolute); see fingerprint
 
     def fingerprint(self) -> dict:
-        """Class and image counts and a hash of the file lists, to record what a run used."""
+        """Class and image counts and a hash of the file lists, to record what a run used.
+
+        The hash covers each split's name, each image's path relative to ``root`` (the dataset
+        folder, ``/``-separated) and its label, in order: it identifies the data, not where it lives,
+        so a byte-identical copy of the folder elsewhere has the same fingerprint. Image contents are
+        not read. Without a ``root`` (splits not made from ``load_benchmark``) paths are hashed as given.
+        """
         digest = hashlib.sha256()
         parts = {"train": self.train, "val": self.val, "test": self.test, "gallery": self.gallery}
         counts = {}
@@ -38,8 +47,13 @@ class DataSplits:
                 continue
             counts[key] = {"classes": int(len(images.classes)), "images": len(images)}
             for path, label in zip(images.paths, images.labels.tolist()):
-                digest.update(f"{key}\t{path}\t{label}\n".encode())
+                digest.update(f"{key}\t{self._relative(path)}\t{label}\n".encode())
         return {"dataset": self.name, "counts": counts, "files_sha256": digest.hexdigest()}
+
+    def _relative(self, path: str) -> str:
+        if self.root is None:
+            return path
+        return PurePath(os.path.relpath(path, self.root)).as_posix()
 
 
 def make_splits(benchmark: Benchmark, val_fraction: float = 0.2) -> DataSplits:
@@ -61,4 +75,5 @@ def make_splits(benchmark: Benchmark, val_fraction: float = 0.2) -> DataSplits:
         val=benchmark.train.subset(is_val) if num_val else None,
         test=benchmark.test,
         gallery=benchmark.gallery,
+        root=benchmark.root,
     )
