@@ -40,7 +40,8 @@ def resident(num_classes: int, offload: bool, device: torch.device, batch_classe
     trainer = Trainer(cfg, None, device, num_classes=num_classes)
     bank = trainer.model.semantic.bank
     tables = {id(t) for t in bank.tables()}
-    on_device = [t for t in [*trainer.model.parameters(), *trainer.model.buffers()] if t.device == device]
+    # By type: tensors on a GPU say cuda:0 where the device asked for is plain cuda (not equal to it).
+    on_device = [t for t in [*trainer.model.parameters(), *trainer.model.buffers()] if t.device.type == device.type]
     rows = bank.gather(torch.arange(batch_classes), device)  # every layer's rows of the batch's classes
     out = {"classes": num_classes, "offload": offload,
            "tables": _bytes(t for t in on_device if id(t) in tables),

@@ -128,6 +128,7 @@ def reset_peak(device) -> None:
 
     import torch
 
+    torch._dynamo.reset()  # the previous configuration's compiled step and its CUDA graph pools
     gc.collect()  # the previous configuration's trainer
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,21 +21,29 @@ from .models.precision import lower_frozen_weights
 from .prepared import PreparedData, prepare_data
 from .typed_config import unknown_key
 
-__all__ = ["embed", "evaluate", "amp_dtype", "autocast_for", "evaluate_checkpoint", "check_runtime_overrides"]
+__all__ = ["embed", "evaluate", "amp_dtype", "autocast_to", "autocast_for", "knn_device", "evaluate_checkpoint",
+           "check_runtime_overrides"]
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
-    """The dtype mixed precision computes in on ``device``: bf16 on GPUs that support it, fp16 on older
-    ones; None on the CPU or when ``enabled`` (the ``amp`` knob) is off."""
+    """The dtype mixed precision computes in on ``device``: bf16 on GPUs with bf16 units (Ampere and
+    later; emulated bf16 on older ones is slow, they get fp16), fp16 otherwise; None on the CPU or when
+    ``enabled`` (the ``amp`` knob) is off. Asks the driver: outside a compiled region only."""
     if not enabled or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.cuda.device(device):
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
+
+
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """Autocast on ``device`` to ``dtype``, or nothing where that is None (traceable by Dynamo)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """Autocast to :func:`amp_dtype`, or nothing where that is None."""
-    dtype = amp_dtype(device, enabled)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    return autocast_to(device, amp_dtype(device, enabled))
 
 
 @torch.no_grad()
@@ -61,12 +69,21 @@ def evaluate(model: PromptedViT, data: PreparedData, split: Literal["val", "test
     if cache is None:
         raise ValueError(f"no {split} split was prepared")
     embeddings = embed(model, cache, data, batch_size, device, amp=amp, progress=progress, desc=f"embedding {split}")
+    where = knn_device(device)
     if split == "test" and data.gallery is not None:
         gallery = embed(model, data.gallery, data, batch_size, device, amp=amp, progress=progress,
                         desc="embedding gallery")
         return retrieval_metrics(gallery, data.gallery.labels, recall_ks=data.recall_ks,
-                                 query_embeddings=embeddings, query_labels=cache.labels)
-    return retrieval_metrics(embeddings, cache.labels, recall_ks=data.recall_ks)
+                                 query_embeddings=embeddings, query_labels=cache.labels, **where)
+    return retrieval_metrics(embeddings, cache.labels, recall_ks=data.recall_ks, **where)
+
+
+def knn_device(device: torch.device) -> dict[str, Any]:
+    """Where the kNN search of a run on ``device`` runs: on its GPU when faiss has GPUs, never on another
+    one, and on the CPU for a CPU run (a CPU trial on a GPU machine may still see every GPU)."""
+    if device.type != "cuda":
+        return {"use_gpu": False}
+    return {"use_gpu": None, "gpu_device": device.index if device.index is not None else torch.cuda.current_device()}
 
 
 def check_runtime_overrides(overrides: Sequence[str], where: str = "--set") -> None:

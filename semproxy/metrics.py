@@ -98,6 +98,7 @@ def _resolve_gpu(use_gpu: bool | None, k_search: int) -> bool:
 
 def _iter_knn(
     gallery: np.ndarray, queries: np.ndarray | None, k: int, chunk_size: int, use_gpu: bool | None,
+    gpu_device: int = 0,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(start, sims, idx)`` per chunk of queries: the k most similar gallery items, best first.
 
@@ -116,7 +117,7 @@ def _iter_knn(
     resources = None
     if _resolve_gpu(use_gpu, k_search):
         resources = faiss.StandardGpuResources()  # kept alive as long as the GPU index
-        index = faiss.index_cpu_to_gpu(resources, 0, index)
+        index = faiss.index_cpu_to_gpu(resources, gpu_device, index)
     index.add(gallery)
     source = gallery if leave_one_out else queries
     for start in range(0, len(source), chunk_size):
@@ -211,6 +212,7 @@ def retrieval_metrics(
     query_labels: ArrayLike | None = None,
     chunk_size: int = 4096,
     use_gpu: bool | None = None,
+    gpu_device: int = 0,
 ) -> dict[str, float]:
     """Recall@K, Precision@1, MAP@R, R-Precision and the paper's MAP@R (see the module docstring).
 
@@ -222,6 +224,7 @@ def retrieval_metrics(
         recall_ks: the K of Recall@K (e.g. (1, 10, 100, 1000) for SOP).
         chunk_size: queries per faiss search; memory is O(chunk_size * k).
         use_gpu: True / False / None (= GPU when faiss sees one).
+        gpu_device: the CUDA device a GPU search runs on (the run's, as torch numbers them).
     Returns:
         ``{"recall@K": ..., "precision@1", "map@r", "r_precision", "map@r_paper", "num_queries"}``,
         all floats; those averaged over the queries with R > 0 are NaN when no query has one (then
@@ -243,7 +246,7 @@ def retrieval_metrics(
 
     hits = {kk: 0 for kk in recall_ks}
     sums = np.zeros(4)  # P@1, AP@R, the paper's AP, R-precision, summed over queries with R > 0
-    for start, _, idx in _iter_knn(gallery, queries, k, chunk_size, use_gpu):
+    for start, _, idx in _iter_knn(gallery, queries, k, chunk_size, use_gpu, gpu_device):
         stop = start + len(idx)
         same = g_labels[idx] == q_labels[start:stop, None]                    # (chunk, k) rel_i
         first_hit = np.where(same.any(axis=1), same.argmax(axis=1), no_hit)  # 0-based rank of first positive

@@ -16,11 +16,28 @@ from semproxy.config import ModelConfig
 NUM_CLASSES = 6
 
 
+def _gpu_run(config) -> bool:
+    """Whether this run selects the ``gpu`` tests (``-m gpu``, as bench/gpu_check.py runs them)."""
+    expression = config.getoption("markexpr") or ""
+    return "gpu" in expression and "not gpu" not in expression
+
+
+def pytest_configure(config) -> None:
+    """Every other run keeps CUDA hidden, from this process and from what it starts (Ray's workers, the
+    bench scripts): its tests compare runs exactly, which a CPU guarantees and a GPU's kernels do not
+    (the device setting's default is ``auto``). Set before anything asks CUDA for its devices."""
+    if not _gpu_run(config):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked ``gpu`` need CUDA: skipped (with the reason) where there is none."""
+    """Tests marked ``gpu`` need CUDA: skipped (with the reason) where there is none, or in a run that
+    did not select them."""
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU (run on one: python bench/gpu_check.py)")
+    reason = ("needs a CUDA GPU (run on one: python bench/gpu_check.py)" if _gpu_run(config)
+              else "GPU tests run on their own: python -m pytest -m gpu (here CUDA is hidden, or absent)")
+    skip = pytest.mark.skip(reason=reason)
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

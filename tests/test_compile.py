@@ -72,6 +72,26 @@ def test_every_methods_step_is_one_graph_without_breaks(method, optimizer):
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
+def test_the_step_under_amp_is_one_graph_that_asks_the_driver_nothing(monkeypatch):
+    """A GPU's amp step, traced under the CPU's bf16 autocast: the dtype is the Trainer's, decided when it
+    was built (the driver query ``is_bf16_supported`` cannot be traced: a hard error under fullgraph)."""
+    import semproxy.evaluation
+    import semproxy.train.trainer
+
+    monkeypatch.setattr(semproxy.train.trainer, "amp_dtype", lambda device, enabled: torch.bfloat16)
+    trainer = make_trainer("vptsp_gru", optimizer="adamw")
+    assert trainer.amp_dtype == torch.bfloat16
+
+    def asked(*args, **kwargs):
+        raise AssertionError("the step asked for the amp dtype")
+
+    monkeypatch.setattr(semproxy.evaluation, "amp_dtype", asked)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", asked)
+    images, labels, groups = make_batch(0)
+    explained = explain_step(trainer.device_step, images, labels, groups)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
 def test_a_compiled_step_takes_only_batches_of_the_runs_shape():
     trainer = make_trainer("vptsp_gru")  # the check comes before the step: nothing compiles here
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
@@ -123,3 +143,12 @@ def test_the_compiled_step_trains_as_the_eager_step_and_reports_its_compile_time
     moved = [n for n in compiled.model.semantic.bank.table_names()] if method == "vptsp_gru" else []
     assert all(not torch.equal(after[f"semantic.bank.{n}"], make_trainer(method, "off", **values).model
                                .state_dict()[f"semantic.bank.{n}"]) for n in moved)
+
+
+def test_a_torch_whose_dynamo_lacks_a_needed_setting_is_a_one_line_config_error(monkeypatch):
+    monkeypatch.delattr(torch._dynamo.config, "trace_autograd_ops", raising=False)
+    if hasattr(torch._dynamo.config, "trace_autograd_ops"):
+        pytest.skip("this torch's config cannot lose the setting")
+    with pytest.raises(ConfigError, match="has no 'trace_autograd_ops' setting") as error:
+        make_trainer("vpt", "default")
+    assert "\n" not in str(error.value)

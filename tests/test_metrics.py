@@ -278,3 +278,12 @@ def test_gpu_equals_cpu(data):
     s_cpu, i_cpu = knn(data["emb"], 10, use_gpu=False)
     s_gpu, i_gpu = knn(data["emb"], 10, use_gpu=True)
     np.testing.assert_allclose(s_gpu, s_cpu, atol=1e-5)
+
+
+def test_a_runs_knn_search_stays_on_its_own_device():
+    """A CPU run never searches on a GPU (a CPU trial on a GPU machine may see every GPU); a GPU run
+    searches on its own GPU, not on GPU 0."""
+    from semproxy.evaluation import knn_device
+
+    assert knn_device(torch.device("cpu")) == {"use_gpu": False}
+    assert knn_device(torch.device("cuda", 1)) == {"use_gpu": None, "gpu_device": 1}

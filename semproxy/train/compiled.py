@@ -71,6 +71,10 @@ def compile_step(step: Callable, mode_name: str, device: torch.device,
     if mode.cuda_only and device.type != "cuda":
         raise ConfigError(f"key 'compile' is '{mode_name}', which captures CUDA graphs, but the device is "
                           f"{device.type}: use compile: default or off")
+    missing = [key for key in TRACE_CONFIG if not hasattr(torch._dynamo.config, key)]
+    if missing:
+        raise ConfigError(f"key 'compile' is '{mode_name}', but torch {torch.__version__}'s Dynamo has no "
+                          f"'{missing[0]}' setting, which the compiled step needs: use compile: off, or a newer torch")
 
     def mark_static() -> None:
         for tensor in state() if mode.static_state else []:

@@ -32,7 +32,7 @@ from ..data.batch_classes import BatchClasses
 from ..data.loader import TrainBatch, TrainLoader
 from ..device import resolve_device
 from ..errors import TrainingError
-from ..evaluation import amp_dtype, autocast_for, evaluate
+from ..evaluation import amp_dtype, autocast_to, evaluate
 from ..host_memory import keep_freed_host_memory
 from ..losses import ProxyAnchorLoss, ProxyAnchorOutput
 from ..metric_names import split_metrics
@@ -106,11 +106,12 @@ class Trainer:
         self.compile = config.optim.compile
         self.optimizers: Optimizers = build_optimizers(self.model, config.optim, compiled=self.compile != "off")
         self.loss_fn = ProxyAnchorLoss(config.loss.pa_alpha, config.loss.pa_delta, config.loss.pa_pos_norm)
-        dtype = amp_dtype(device, config.optim.amp)
-        self.amp = dtype is not None
+        # Asked once here: the driver query cannot be traced into a compiled step.
+        self.amp_dtype = amp_dtype(device, config.optim.amp)
+        self.amp = self.amp_dtype is not None
         if self.amp:  # after the backbone hash: that one is of the weights as loaded
-            lower_frozen_weights(self.model, dtype)
-        fp16 = dtype == torch.float16
+            lower_frozen_weights(self.model, self.amp_dtype)
+        fp16 = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         if fp16 and self.compile != "off":
             raise ConfigError(f"key 'compile' is '{self.compile}' but this GPU lacks bf16, and fp16's loss scaling "
@@ -148,7 +149,7 @@ class Trainer:
     def device_step(self, images: torch.Tensor, labels: torch.Tensor, groups: BatchClasses) -> ProxyAnchorOutput:
         """The step's device work, what ``compile`` traces: forward (under autocast on a GPU with
         ``amp``), Proxy-Anchor, then :meth:`Optimizers.minimise` (gradients, clipping, both updates)."""
-        with autocast_for(self.device, self.amp):
+        with autocast_to(self.device, self.amp_dtype):
             out = self.model.train_outputs(images, groups)
         terms = self.loss_fn(out.embeddings, labels, out.proxies)
         self.optimizers.minimise(terms.loss, out.class_rows, out.row_classes, self.scaler)
