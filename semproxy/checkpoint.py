@@ -8,6 +8,7 @@ a temporary file and renamed into place, and read with ``torch.load(weights_only
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 
 from .atomic import replacing
 from .config import RUNTIME, Config
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError
 from .models import PromptedViT
 
 __all__ = ["CheckpointError", "CHECKPOINT_FILE", "backbone_hash", "trained_state", "restore_trained",
@@ -25,6 +26,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
 # Fields that say where and how a run executes, not what it learns: they may differ on resume.
 RUNTIME_FIELDS = Config.fields_with(RUNTIME)
+#: How a file torch.save writes begins (a zip archive); semproxy writes no other kind.
+TORCH_MAGIC = b"PK\x03\x04"
+#: The longest part of torch's own explanation quoted in a message.
+MAX_REASON = 100
 
 
 
@@ -79,10 +84,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - corrupt or foreign file
-        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line(error)}") from None
+        raise CheckpointError(_unreadable(path, error)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not a semproxy checkpoint (format {FORMAT_VERSION})")
     return payload
+
+
+def _unreadable(path: Path, error: BaseException) -> str:
+    """Why torch cannot load ``path``, in one line: a file of another kind (a metrics.json), or a torch file of
+    more than tensors, is no checkpoint; a torch archive that cannot be unpacked is corrupt or cut short.
+    torch's reason is cut to its first clause (its messages run to hundreds of characters of advice about
+    ``weights_only``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(TORCH_MAGIC))
+    except OSError:
+        head = TORCH_MAGIC
+    reason = _torch_reason(error)
+    if not head:
+        return f"checkpoint {path} is not a semproxy checkpoint (the file is empty)"
+    if head != TORCH_MAGIC:
+        return (f"checkpoint {path} is not a semproxy checkpoint (torch cannot read it: {reason}); "
+                f"give a run folder or its {CHECKPOINT_FILE}")
+    if isinstance(error, pickle.UnpicklingError):  # a torch file, of objects a checkpoint never holds
+        return f"checkpoint {path} is not a semproxy checkpoint (it holds more than tensors; torch: {reason})"
+    return f"checkpoint {path} cannot be read: the file is corrupt or cut short (torch: {reason})"
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The informative clause of torch.load's error: the unpickler's own complaint where torch wraps it in advice
+    ("Weights only load failed. ... WeightsUnpickler error: Unsupported operand 123 ..."), else its first
+    sentence; the exception's type where it says nothing (an EOFError)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    clause = lines[0].split(". ", 1)[0].rstrip(".")
+    return clause if len(clause) <= MAX_REASON else clause[:MAX_REASON - 3] + "..."
 
 
 def check_compatible(payload: dict[str, Any], config: Config, backbone_sha256: str, *, where: str) -> None:

@@ -37,6 +37,8 @@ MAX_LAYERS = 256        # more blocks than any ViT (ViT-22B has 48); the backbon
 MAX_WIDTH = 8192        # embedding / adapter widths (published DML: 64-2048; AdaptFormer: at most 512)
 MAX_BATCH = 16384       # images per batch (4x the largest batch of the DML literature)
 MAX_EPOCHS = 10_000
+#: A search space's top-level keys (semproxy/search/space.py); a config given them is a space passed as a config.
+SPACE_KEYS = ("extends", "params", "search", "starts")
 # 'auto', 'cpu', 'cuda' or 'cuda:N'; whether the device exists is checked when a run starts.
 DEVICE = re.compile(r"auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?")  # torch refuses cuda:01
 
@@ -123,8 +125,8 @@ class DataConfig:
         None, "shorter side the training images are cached at, what RandomResizedCrop crops from (the paper code "
               "cropped the original files); None = the evaluation resize, img_size / crop_pct (256 at 224 px)",
         low=8, high=4096, roles=(CACHE,))
-    cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE or ~/.cache/semproxy",
-                                    roles=(RUNTIME, CACHE))
+    cache_dir: Optional[str] = knob(None, "decoded-image cache; None = $SEMPROXY_CACHE, else "
+                                          "~/.cache/semproxy/images", roles=(RUNTIME, CACHE))
     workers: int = knob(4, "threads that decode images into the cache", low=1, high=256, roles=(RUNTIME,))
     device_cache_mb: int = knob(4000, "keep the training cache on the GPU when it takes at most this many MB "
                                       "(10^6 bytes) and at most half the GPU's free memory; each trial on a GPU "
@@ -174,6 +176,15 @@ class EvalConfig:
                            roles=(RUNTIME,))
     test_eval: bool = knob(False, "evaluate on the test classes after training (final runs)", roles=(RUNTIME,))
     device: str = knob("auto", "'auto' (the GPU when there is one), 'cpu', 'cuda' or 'cuda:N'", roles=(RUNTIME,))
+
+
+def _refuse_search_space(mapping: dict, known: list[str], where: str) -> None:
+    """A search-space file given where a config belongs (``--config search_spaces/vptsp.yaml``) is named as such,
+    not reported as its first unknown key: its unknown keys are all a space's, among them 'params' or 'extends'."""
+    unknown = [key for key in mapping if key not in known]
+    if unknown and all(key in SPACE_KEYS for key in unknown) and {"params", "extends"} & set(unknown):
+        raise ConfigError(f"{where} is a search space (for tune.py --space), not a training config (it has top-level "
+                          f"'{unknown[0]}', a config has sections {', '.join(Config.SECTIONS)})")
 
 
 @dataclass
@@ -258,6 +269,7 @@ class Config:
         if not isinstance(mapping, dict):
             raise ConfigError(f"{where}: expected a mapping of sections, got {type(mapping).__name__}")
         owners = cls.section_of()
+        _refuse_search_space(mapping, [*cls.SECTIONS, *owners], where)
         values: dict[str, Any] = {}
         for key, value in mapping.items():
             if key in cls.SECTIONS:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
@@ -63,6 +64,31 @@ def test_bad_files_name_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         Config.load(path)
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("space", ["vptsp.yaml", "global.yaml"])
+def test_a_search_space_given_as_a_config_is_named_as_a_search_space(space):
+    path = Path(__file__).parent.parent / "search_spaces" / space
+    with pytest.raises(ConfigError) as info:
+        Config.load(path)
+    assert str(info.value).startswith(f"{path} is a search space (for tune.py --space), not a training config (it "
+                                      "has top-level '"), info.value
+    assert "unknown key" not in str(info.value)
+
+
+def test_a_config_with_a_stray_space_key_is_still_an_unknown_key(tmp_path):
+    """Only a file whose foreign keys are all a space's (and say so) is taken for a space."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("params:\n  lr: 0.1\nmodle:\n  method: vpt\n")
+    with pytest.raises(ConfigError, match="unknown key 'params'"):
+        Config.load(path)
+
+
+def test_the_search_space_keys_config_knows_are_the_spaces():
+    from semproxy.config import SPACE_KEYS
+    from semproxy.search.space import TOP_KEYS
+
+    assert set(SPACE_KEYS) == set(TOP_KEYS)
 
 
 def test_missing_file_is_a_config_error(tmp_path):

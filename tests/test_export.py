@@ -108,3 +108,22 @@ def test_optuna_is_told_a_completed_trials_best_epoch_and_keeps_each_epochs_own_
     assert trial.state.name == "COMPLETE" and trial.value == 0.61
     assert trial.intermediate_values == {1: 0.30, 2: 0.61, 3: 0.40}
     assert trial.constraints == {"val_map_at_r>=0.6": pytest.approx(0.6 - 0.61)}  # kept, judged on the best
+
+
+def test_export_refuses_a_folder_or_a_file_it_did_not_write_and_says_why_it_cannot_write(tmp_path, capsys):
+    run = _run(tmp_path / "run", [0.30, 0.52], epochs=2)
+    readme = tmp_path / "README.md"
+    readme.write_text("# my notes\n")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    for target, expected in [(tmp_path, "is a folder; give the YAML file to write"),
+                             (readme, "exists and is not a config exported from a search; not overwritten"),
+                             (blocked / "x.yaml", "cannot write the exported config")]:
+        assert tune_main(["export", str(run), "-o", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1, err
+    assert readme.read_text() == "# my notes\n"
+    # an earlier export is replaced
+    assert tune_main(["export", str(run), "-o", str(tmp_path / "best.yaml")]) == 0
+    assert tune_main(["export", str(run), "-o", str(tmp_path / "best.yaml"), "--all-epochs"]) == 0
+    assert "--all-epochs" in (tmp_path / "best.yaml").read_text()

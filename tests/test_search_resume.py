@@ -91,7 +91,7 @@ def test_sigkilled_driver_resumes_without_rerunning(tmp_path):
             rung = rungs_after[stop]
             assert trial in rung, (trial, stop)  # stopped only at a rung, where its value was recorded
             assert rung[trial] < max(rung.values()), (trial, rung)  # and never as the best of that rung
-    assert "best config (final training)" in resumed.stdout
+    assert "best config (final training, " in resumed.stdout
 
 
 def _one_line_error(result: subprocess.CompletedProcess, *texts: str) -> None:
@@ -146,7 +146,7 @@ def test_an_interrupted_search_says_so_listens_on_loopback_and_resumes_only_as_i
     resumed = subprocess.run(command + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert (run / "best_config.yaml").is_file() and "best config (final training)" in resumed.stdout
+    assert (run / "best_config.yaml").is_file() and "best config (final training, " in resumed.stdout
     assert len(_iterations(run)) == 4
     # the resumed search continued the study in its database: the 4 trials once each, all finished
     study = optuna.load_study(study_name="i", storage=f"sqlite:///{run / 'study.db'}")

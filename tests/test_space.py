@@ -202,7 +202,8 @@ def test_a_space_extends_another_its_params_after_the_bases_and_overriding_in_pl
 @pytest.mark.parametrize("base,child,message", [
     ("params:\n  lr: {choice: [oops]}\n", "extends: base.yaml\nparams:\n  method: vpt\n", "base.yaml: key 'lr'"),
     ("extends: child.yaml\nparams:\n  lr: 0.1\n", "extends: base.yaml\nparams:\n  method: vpt\n", "makes a cycle"),
-    (None, "extends: missing.yaml\nparams:\n  method: vpt\n", "missing.yaml: cannot read search space"),
+    (None, "extends: missing.yaml\nparams:\n  method: vpt\n",
+     "child.yaml: key 'extends': .*missing.yaml cannot be read \\(No such file or directory\\)"),
     ("params:\n  lr: 0.1\n", "extends: [1, 2]\nparams:\n  method: vpt\n", "'extends' must be a file name"),
 ])
 def test_a_bad_base_space_is_a_one_line_error_naming_the_file_at_fault(tmp_path, base, child, message):
@@ -211,3 +212,16 @@ def test_a_bad_base_space_is_a_one_line_error_naming_the_file_at_fault(tmp_path,
     (tmp_path / "child.yaml").write_text(child)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         load_space(tmp_path / "child.yaml")
+
+
+def test_a_missing_base_names_the_space_that_extends_it_and_the_closest_file(tmp_path):
+    (tmp_path / "global.yaml").write_text("params:\n  lr: 0.1\n")
+    (tmp_path / "vpt.yaml").write_text("extends: globl.yaml\nparams:\n  method: vpt\n")
+    with pytest.raises(ConfigError) as info:
+        load_space(tmp_path / "vpt.yaml")
+    assert str(info.value) == (f"{tmp_path / 'vpt.yaml'}: key 'extends': {tmp_path / 'globl.yaml'} cannot be read "
+                               f"(No such file or directory); did you mean 'global.yaml'?")
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "vpt.yaml").write_text("extends: [global.yaml, folder.yaml]\nparams:\n  method: vpt\n")
+    with pytest.raises(ConfigError, match=r"vpt.yaml: key 'extends': .*folder.yaml cannot be read \(Is a directory\)"):
+        load_space(tmp_path / "vpt.yaml")

@@ -152,7 +152,7 @@ def test_checkpoint_of_another_config_or_backbone_is_refused(workdir):
     with pytest.raises(CheckpointError, match="backbone weights differ"):
         fit(cfg, progress=False, resume_from=payload)
     (workdir / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="junk.pt is not a semproxy checkpoint \\(torch cannot read it: "):
         load_checkpoint(workdir / "junk.pt")
 
 
@@ -251,6 +251,37 @@ def test_ctrl_c_during_final_training_says_how_to_resume_and_resume_finishes(wor
     assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2]
 
 
+def _write_numpy_torch_file(path: Path) -> None:
+    import numpy as np
+
+    torch.save({"format": 1, "trained": np.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("name,content,expected", [
+    ("metrics.json", b'{"test": {"test_map_at_r": 0.5}}',
+     "metrics.json is not a semproxy checkpoint (torch cannot read it: "),
+    ("empty.pt", b"", "empty.pt is not a semproxy checkpoint (the file is empty)"),
+    ("cut.pt", "cut", "cut.pt cannot be read: the file is corrupt or cut short (torch: "),
+    ("numpy.pt", "numpy", "numpy.pt is not a semproxy checkpoint (it holds more than tensors; torch: "),
+])
+def test_evaluate_of_a_file_that_is_no_checkpoint_is_one_short_line(tmp_path, capsys, name, content, expected):
+    """torch's own message runs to hundreds of characters of weights_only advice: only its first clause is kept."""
+    path = tmp_path / name
+    if content == "numpy":
+        _write_numpy_torch_file(path)
+    elif content == "cut":
+        _write_numpy_torch_file(path)
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_bytes(content)
+    assert evaluate_main(["--checkpoint", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: checkpoint {tmp_path / expected}"), err
+    assert err.count("\n") == 1 and len(err.strip()) <= len("error: ") + 280 and "weights_only" not in err, err
+    if name == "metrics.json":  # torch's clause, then what to give instead
+        assert err.strip().endswith("); give a run folder or its checkpoint.pt") and "Unsupported operand" in err, err
+
+
 def test_bad_config_file_exits_2_before_any_work(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr_proxi: 0.1\n")
@@ -262,6 +293,11 @@ def test_bad_config_file_exits_2_before_any_work(tmp_path, capsys):
     assert final_main(["--config", str(deep), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {deep}: key 'prompt_depth' is 20 but backbone "
                                                "'vit_micro_patch8_32' has 12 blocks")
+    assert not (tmp_path / "o").exists()
+    space = Path(__file__).parent.parent / "search_spaces" / "vptsp.yaml"
+    assert final_main(["--config", str(space), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().startswith(
+        f"error: {space} is a search space (for tune.py --space), not a training config (it has top-level 'extends'")
     assert not (tmp_path / "o").exists()
 
 

@@ -11,13 +11,26 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from ..errors import INTERRUPTED, SemproxyError
 from ..provenance import command_line
 
-__all__ = ["OneLineParser", "run_command", "command_line", "INTERRUPTED"]
+__all__ = ["OneLineParser", "program", "describe", "run_command", "command_line", "INTERRUPTED"]
+
+#: How the installed commands (pyproject.toml's [project.scripts]) begin.
+SCRIPT_PREFIX = "semproxy-"
+
+
+def program(typed: str) -> str:
+    """This command's name for its usage line and hints: the installed command as it ran (``semproxy-params``,
+    whose ``sys.argv[0]`` is its path), else ``typed``, how one types it from a checkout (``python -m
+    semproxy.models``, ``python tune.py``)."""
+    name = Path(sys.argv[0]).name.removesuffix(".exe") if sys.argv and sys.argv[0] else ""
+    return name if name.startswith(SCRIPT_PREFIX) else typed
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -25,6 +38,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def describe(doc: str) -> str:
+    """A parser's description: the module docstring's first line less its ``: ``python -m ...``.`` ending (the
+    usage line says how the command is run, by whichever name ran it)."""
+    first = doc.strip().splitlines()[0]
+    return re.sub(r":\s*``[^`]*``\.?$", ".", first)
 
 
 def run_command(command: Callable[[], int], interrupted: str) -> int:

@@ -20,7 +20,7 @@ from ..data.readers import synthetic
 from ..data.records import DatasetCountWarning
 from ..data.splits import make_splits
 from ..presets import default_base_config
-from . import OneLineParser, run_command
+from . import OneLineParser, program, run_command
 
 __all__ = ["main", "build_parser"]
 
@@ -36,7 +36,7 @@ def _info(name: str, root: str, val_fraction: float) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every flag's help says its default (or that it is required)."""
-    parser = OneLineParser(prog="python -m semproxy.data", description="Prepare and inspect benchmarks.")
+    parser = OneLineParser(prog=program("python -m semproxy.data"), description="Prepare and inspect benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("prepare", help="verify and extract archives, or download the official release")
     p.add_argument("dataset", choices=[n for n, s in DATASETS.items() if s.sources], help="the benchmark")

@@ -11,13 +11,13 @@ import json
 
 from ..config import RUNTIME, Config
 from ..evaluation import evaluate_checkpoint
-from . import OneLineParser, run_command
+from . import OneLineParser, describe, program, run_command
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m semproxy.evaluate", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=program("python -m semproxy.evaluate"), description=describe(__doc__))
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint file or the folder holding checkpoint.pt (required)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

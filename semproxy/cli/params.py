@@ -10,9 +10,9 @@ import dataclasses
 
 from ..config import Config, ConfigError, ModelConfig
 from ..models import METHODS, build_model, count_parameters
-from . import OneLineParser, run_command
+from . import OneLineParser, describe, program, run_command
 
-__all__ = ["main", "parameter_table"]
+__all__ = ["main", "build_parser", "parameter_table"]
 
 
 def parameter_table(cfg: ModelConfig, methods: list[str], num_classes: int, classes_per_batch: int) -> list[dict]:
@@ -26,14 +26,20 @@ def parameter_table(cfg: ModelConfig, methods: list[str], num_classes: int, clas
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m semproxy.models", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=program("python -m semproxy.models"), description=describe(__doc__))
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
     parser.add_argument("--num-classes", type=int, default=100, help="training classes (default: 100, CUB)")
-    parser.add_argument("--classes-per-batch", type=int, default=32, help="batch size / samples per class")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config override")
+    parser.add_argument("--classes-per-batch", type=int, default=32,
+                        help="batch size / samples per class (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config override; repeat for several (default: none)")
     parser.add_argument("--parts", action="store_true", help="also print each method's parts")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return run_command(lambda: _print_table(args), "nothing was written")
 
 

@@ -16,13 +16,13 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..models.memory import model_memory
 from ..run_lock import run_lock
-from . import OneLineParser, command_line, run_command
+from . import OneLineParser, describe, program, command_line, run_command
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m semproxy.train", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog=program("python -m semproxy.train"), description=describe(__doc__))
     parser.add_argument("--config", required=True, help="YAML config, e.g. experiments/synthetic.yaml (required)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field; repeat for several (default: none)")

@@ -19,7 +19,7 @@ from typing import Callable
 from ..config import DataConfig
 from ..errors import short
 from ..search.settings import SMOKE, SearchSettings, TrialResources, flag_label
-from . import OneLineParser, run_command
+from . import OneLineParser, program, run_command
 
 __all__ = ["main", "search_parser", "export_parser", "report_parser", "dashboard_parser", "compare_parser"]
 
@@ -36,7 +36,7 @@ def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: s
         kind = typing.get_args(hints[f.name])
         choices = kind if typing.get_origin(hints[f.name]) is typing.Literal else None
         scalar = next((k for k in kind if k is not type(None)), hints[f.name]) if not choices else str
-        default = "what fits the cluster" if f.default is None else f.default
+        default = "what fits the cluster" if f.default is None else f.default if f.default != "" else "none"
         if hints[f.name] is bool:  # an on/off switch: --name or --no-name (None: not given)
             parser.add_argument(flag_label(f.name), action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}"
@@ -47,10 +47,16 @@ def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: s
                             help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}{default})")
 
 
+def _tune() -> str:
+    """tune.py's name in usage lines and hints: ``python tune.py``, or ``semproxy-tune`` when that ran."""
+    return program("python tune.py")
+
+
 def _data_and_settings_flags(parser: argparse.ArgumentParser, spaces: str, settings_note: str) -> None:
+    """``spaces``: what overrides the base config, with its verb ('the space overrides')."""
     parser.add_argument("--dataset", choices=DATASETS, help="benchmark (required; default with --smoke: synthetic)")
     parser.add_argument("--data-root", help="dataset folder (default: ./data/<dataset>)")
-    parser.add_argument("--config", help=f"base config {spaces} override (default: the dataset's experiments/ file)")
+    parser.add_argument("--config", help=f"base config {spaces} (default: the dataset's experiments/ file)")
     _typed_flags(parser, SearchSettings, settings_note)
     _typed_flags(parser, TrialResources, "")
 
@@ -67,11 +73,12 @@ def _run_flags(parser: argparse.ArgumentParser, resume: str, smoke: str) -> None
 
 
 def search_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py", description=__doc__.splitlines()[0],
-                      epilog="Subcommands: python tune.py export RUN_DIR -o FILE; python tune.py report RUN_DIR; "
-                             "python tune.py dashboard RUN_DIR; python tune.py compare --dataset D")
+    tune = _tune()
+    p = OneLineParser(prog=tune, description=__doc__.splitlines()[0],
+                      epilog=f"Subcommands: {tune} export RUN_DIR -o FILE; {tune} report RUN_DIR; "
+                             f"{tune} dashboard RUN_DIR; {tune} compare --dataset D")
     p.add_argument("--space", required=True, help="search-space YAML, e.g. search_spaces/vptsp.yaml")
-    _data_and_settings_flags(p, "the space", "the space's search.{name}, else ")
+    _data_and_settings_flags(p, "the space overrides", "the space's search.{name}, else ")
     p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: <space>-<dataset>)")
     p.add_argument("--storage", help="folder where runs live, every node's when on a cluster (default: ./runs)")
     p.add_argument("--optuna-storage", metavar="URL",
@@ -87,9 +94,10 @@ def search_parser() -> argparse.ArgumentParser:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py export", description="Export a run's best config.")
+    p = OneLineParser(prog=f"{_tune()} export", description="Export a run's best config.")
     p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
-    p.add_argument("-o", "--output", required=True, help="YAML file to write (required)")
+    p.add_argument("-o", "--output", required=True,
+                   help="YAML file to write (required; an existing file only if it is an earlier export)")
     p.add_argument("--keep-validation", action="store_true",
                    help="keep the validation split (default: train on train + validation classes)")
     p.add_argument("--all-epochs", action="store_true",
@@ -106,7 +114,7 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def dashboard_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py dashboard",
+    p = OneLineParser(prog=f"{_tune()} dashboard",
                       description="Serve optuna-dashboard for a run's study (also while the search runs).")
     p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
     p.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
@@ -116,7 +124,7 @@ def dashboard_parser() -> argparse.ArgumentParser:
 
 
 def report_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python tune.py report", description="Write a run's HTML report.")
+    p = OneLineParser(prog=f"{_tune()} report", description="Write a run's HTML report.")
     p.add_argument("run_dir", help="the search's run directory (runs/<name>)")
     p.add_argument("-o", "--output", help="folder for report.html and its PNGs (default: RUN_DIR/report)")
     return p
@@ -125,7 +133,7 @@ def report_parser() -> argparse.ArgumentParser:
 def compare_parser() -> argparse.ArgumentParser:
     from ..search.compare import TABLE9
 
-    p = OneLineParser(prog="python tune.py compare",
+    p = OneLineParser(prog=f"{_tune()} compare",
                       description="Compare methods on one dataset: one search per space with the same budget, then "
                                   "each best configuration trained --repeats times with other seeds and tested; the "
                                   "table gives mean and 95% t-interval of the test metrics.")
@@ -134,7 +142,7 @@ def compare_parser() -> argparse.ArgumentParser:
                         f"{', '.join(TABLE9)}; lora.yaml is not in the paper, add it here)")
     p.add_argument("--repeats", type=int, default=3, metavar="R",
                    help="final runs per space, seeds --seed + 0 .. R-1 (default: %(default)s; 1 gives no interval)")
-    _data_and_settings_flags(p, "the spaces", "the spaces' shared search.{name}, else ")
+    _data_and_settings_flags(p, "the spaces override", "the spaces' shared search.{name}, else ")
     p.add_argument("--name", help="run name; the run lives in STORAGE/NAME (default: compare-<dataset>)")
     p.add_argument("--storage", help="folder where runs live (default: ./runs)")
     _run_flags(p, "continue the comparison STORAGE/NAME with the same arguments: finished parts are skipped",
@@ -149,9 +157,10 @@ def _compare(argv: list[str]) -> int:
 
 
 def _export(argv: list[str]) -> int:
-    from ..search.export import export_best
+    from ..search.export import check_export_target, export_best
 
     args = export_parser().parse_args(argv)
+    check_export_target(args.output)
     exported = export_best(args.run_dir, args.output, final=not args.keep_validation, all_epochs=args.all_epochs,
                            max_params=args.max_params, pareto_index=args.pareto_index)
     row = exported.row
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         print(f"error: unknown command {short(argv[0])}{hint}; the commands are {', '.join(COMMANDS)}, or none for a "
-              f"search (see python tune.py --help)", file=sys.stderr)
+              f"search (see {_tune()} --help)", file=sys.stderr)
         return 2
     if argv[:1] and argv[0] in COMMANDS:
         command, interrupted = COMMANDS[argv[0]]

@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import Config, ConfigError
+from ..errors import first_line, shown
 from .record import RECORD_FILE, SearchRecord
 from .results import TrialRow, best_trial, read_trials, search_progress, within
 
-__all__ = ["Exported", "export_best", "best_epoch_schedule"]
+__all__ = ["Exported", "export_best", "best_epoch_schedule", "check_export_target", "EXPORT_MARK"]
+
+#: In the first line of every exported config's header (``Best trial: trial X of the search in RUN``).
+EXPORT_MARK = " of the search in "
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,23 @@ def best_epoch_schedule(config: Config, best_epoch: int) -> tuple[Config, str]:
     return (config.replace({"epochs": best_epoch, "cosine_epochs": cosine}),
             f"{best_epoch} epochs, the trial's best validation epoch of its {optim.epochs}, on its schedule "
             f"(cosine_epochs {cosine})")
+
+
+def check_export_target(out: str | Path, where: str = "-o") -> None:
+    """Refuse an output that is a folder, or a file that is not an earlier export (it would be lost)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{where} {shown(out)}: is a folder; give the YAML file to write, e.g. "
+                          f"{shown(out / 'best.yaml')}")
+    if out.exists():
+        try:
+            with out.open(encoding="utf-8", errors="replace") as file:
+                first = file.readline(1000)
+        except OSError as error:
+            raise ConfigError(f"{where} {shown(out)}: cannot be read ({first_line(error)})") from None
+        if not (first.startswith("# ") and EXPORT_MARK in first):
+            raise ConfigError(f"{where} {shown(out)}: exists and is not a config exported from a search; not "
+                              f"overwritten (give another file, or delete this one)")
 
 
 def _chosen_row(run_dir: Path, rows: list[TrialRow], record: SearchRecord, max_params: Optional[float],
@@ -102,4 +123,8 @@ def export_best(run_dir: str | Path, out: str | Path, *, final: bool = True, all
         + ("; validation split off and test evaluation on for final training" if final else ""),
         f"train it: python -m semproxy.train --config {out}",
     ])
-    return Exported(config.dump(out, header=header), row, config.optim.epochs, note)
+    try:
+        path = config.dump(out, header=header)
+    except OSError as error:
+        raise ConfigError(f"{shown(out)}: cannot write the exported config ({first_line(error)})") from None
+    return Exported(path, row, config.optim.epochs, note)

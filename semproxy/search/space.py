@@ -39,6 +39,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 
 from ..config import CACHE, Config, ConfigError
+from ..errors import shown
 from ..typed_config import coerce, read_yaml, short, unknown_key
 from .settings import check_values
 
@@ -328,6 +329,7 @@ def read_space_document(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, A
         base = (path.parent / name).resolve()
         if base in chain or base == path.resolve() or len(chain) > 8:
             raise ConfigError(f"{where}: 'extends: {name}' makes a cycle of spaces")
+        _check_base_readable(where, base)
         inherited = read_space_document(base, here)
         _space_from_document(base, inherited)  # validated on its own: its errors name it
         merged = {"params": {**merged["params"], **inherited["params"]},
@@ -340,6 +342,20 @@ def read_space_document(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, A
         return raw  # malformed: reported by load_space with this file's name
     return {"params": {**merged["params"], **raw["params"]}, "search": {**merged["search"], **(own_search or {})},
             "starts": merged["starts"] + list(own_starts or [])}
+
+
+def _check_base_readable(where: str, base: Path) -> None:
+    """A space's ``extends`` names a file that can be read; the error names the space that extends it too,
+    with the closest YAML file beside it (a typo)."""
+    try:
+        with open(base, "rb"):
+            pass
+    except OSError as error:
+        siblings = sorted(p.name for p in base.parent.glob("*.yaml")) if base.parent.is_dir() else []
+        close = difflib.get_close_matches(base.name, siblings, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where}: key 'extends': {shown(base)} cannot be read "
+                          f"({error.strerror or type(error).__name__}){hint}") from None
 
 
 def load_space(path: str | Path, *, _chain: tuple[Path, ...] = ()) -> SearchSpace:

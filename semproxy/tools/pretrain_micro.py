@@ -23,7 +23,7 @@ from ..models.backbone import MICRO_SYNTHETIC_WEIGHTS
 if TYPE_CHECKING:
     from ..data import TrainLoader
 
-__all__ = ["pretrain_micro"]
+__all__ = ["pretrain_micro", "build_parser", "main"]
 
 
 def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int = 0, workdir: Path | None = None) -> Path:
@@ -70,12 +70,18 @@ def _shape_texture_loader(workdir: Path, seed: int) -> TrainLoader:
     return TrainLoader(cache, 64, 8, BatchAugment(32, (0.5,) * 3, (0.5,) * 3), seed=seed)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every flag's help says its default."""
     parser = argparse.ArgumentParser(prog="python -m semproxy.tools.pretrain_micro", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=MICRO_SYNTHETIC_WEIGHTS, help="weights file to write")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=MICRO_SYNTHETIC_WEIGHTS,
+                        help="weights file to write (default: %(default)s, the shipped weights, which it replaces)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     print(f"wrote {pretrain_micro(args.out, epochs=args.epochs, lr=args.lr)}")
     return 0
 
