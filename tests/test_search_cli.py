@@ -163,6 +163,17 @@ def _record(**changes) -> SearchRecord:
     return SearchRecord(**{**values, **changes})
 
 
+def test_a_resume_refuses_other_image_files_where_both_records_hash_them_relative_to_their_folder():
+    data = {"dataset": "cub200", "counts": {"train": {"classes": 2, "images": 4}}}
+    saved = _record(data={**data, "files_sha256": "aa" * 32, "paths": "relative"})
+    assert saved.differences(_record(data={**data, "files_sha256": "aa" * 32, "paths": "relative"})) == []
+    assert saved.differences(_record(data={**data, "files_sha256": "bb" * 32, "paths": "relative"})) == [
+        f"the cub200 data (its image files or labels differ: files_sha256 {'a' * 12}... -> {'b' * 12}...)"]
+    # a record from before the paths were relative hashed where the data lay: only the counts compare
+    assert _record(data={**data, "files_sha256": "cc" * 32}).differences(
+        _record(data={**data, "files_sha256": "bb" * 32, "paths": "relative"})) == []
+
+
 def test_a_resume_may_move_the_run_but_not_change_what_it_searches():
     saved = _record()
     moved = Config().replace({"data_root": "/elsewhere", "cache_dir": "/c", "device": "cpu"}).to_mapping()

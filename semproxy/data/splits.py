@@ -48,7 +48,9 @@ class DataSplits:
             counts[key] = {"classes": int(len(images.classes)), "images": len(images)}
             for path, label in zip(images.paths, images.labels.tolist()):
                 digest.update(f"{key}\t{self._relative(path)}\t{label}\n".encode())
-        return {"dataset": self.name, "counts": counts, "files_sha256": digest.hexdigest()}
+        # 'paths' says how they were hashed: records written before they were relative had no such key.
+        return {"dataset": self.name, "counts": counts, "files_sha256": digest.hexdigest(),
+                "paths": "relative" if self.root is not None else "as given"}
 
     def _relative(self, path: str) -> str:
         if self.root is None:

@@ -102,7 +102,8 @@ class SearchRecord:
         """What ``other`` (the resuming command's record) would change, as short phrases; [] when none.
 
         Where a run executes may change (data root, cache, device, workers, weights file path:
-        the backbone's weights hash is compared instead); what it searches may not.
+        the backbone's weights hash is compared instead, and the data's file list relative to its
+        folder where both records hash it so); what it searches may not.
         """
         changes = []
         if _plain(self.space_resolved) != _plain(other.space_resolved):
@@ -112,6 +113,11 @@ class SearchRecord:
             changes.append(f"dataset {self.dataset} -> {other.dataset}")
         elif _plain(self.data.get("counts")) != _plain(other.data.get("counts")):
             changes.append(f"the {self.dataset} data (class and image counts differ)")
+        elif (self.data.get("paths") == other.data.get("paths") == "relative"
+              and self.data.get("files_sha256") != other.data.get("files_sha256")):
+            before, after = (str(r.data.get("files_sha256"))[:12] for r in (self, other))
+            changes.append(f"the {self.dataset} data (its image files or labels differ: files_sha256 "
+                           f"{before}... -> {after}...)")
         if self.backbone.get("sha256") != other.backbone.get("sha256"):
             changes.append(f"backbone {self.backbone.get('name')} -> {other.backbone.get('name')} (weights differ)")
         ours, theirs = self.base_config().flat(), other.base_config().flat()
