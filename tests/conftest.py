@@ -25,7 +25,9 @@ def _gpu_run(config) -> bool:
 def pytest_configure(config) -> None:
     """Every other run keeps CUDA hidden, from this process and from what it starts (Ray's workers, the
     bench scripts): its tests compare runs exactly, which a CPU guarantees and a GPU's kernels do not
-    (the device setting's default is ``auto``). Set before anything asks CUDA for its devices."""
+    (the device setting's default is ``auto``). Set before anything asks CUDA for its devices. (The
+    Ray cluster of tests/test_search_e2e.py starts unhidden, for its logical GPU: its workers may see a
+    machine's GPUs.)"""
     if not _gpu_run(config):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
 

@@ -36,9 +36,15 @@ def ray_session():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    # A logical GPU on a CPU-only machine: fractional placement is testable without CUDA.
-    ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
-             log_to_driver=False)
+    # A logical GPU on a CPU-only machine: fractional placement is testable without CUDA. Ray refuses a
+    # GPU that CUDA_VISIBLE_DEVICES hides (conftest hides CUDA from the tests): unhidden while Ray starts.
+    hidden = os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    try:
+        ray.init(num_cpus=4, num_gpus=1, include_dashboard=False, object_store_memory=100 * 1024 * 1024,
+                 log_to_driver=False)
+    finally:
+        if hidden is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = hidden
     yield ray
     ray.shutdown()
 
