@@ -9,6 +9,7 @@ import pytest
 
 from semproxy.config import Config, ConfigError
 from semproxy.search import load_space
+from semproxy.search.searcher import make_sampler
 from semproxy.search.space import ParamSpec, fit_batches_to_classes
 from tune import main as tune_main
 
@@ -60,8 +61,7 @@ def test_vptsp_space_samples_only_the_papers_values():
 
 def test_conditional_parameters_appear_only_under_their_condition():
     space = load_space(SPACES / "peft_compare.yaml")
-    tpe = optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, n_startup_trials=10)
-    samples = _sample(space, 60, tpe)
+    samples = _sample(space, 60, make_sampler(0, "tpe"))  # the searcher's TPE: multivariate, grouped
     assert {s["method"] for s in samples} >= {"adapter", "vpt", "vptsp_gru"}
     for s in samples:
         assert ("adapter_dim" in s) == (s["method"] == "adapter")
