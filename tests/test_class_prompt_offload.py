@@ -90,6 +90,16 @@ def test_offloaded_tables_stay_on_the_host_when_the_model_moves():
     assert all(t.dtype == torch.float64 for t in in_memory.semantic.bank.tables())
 
 
+def test_an_offloaded_bank_of_a_cpu_run_is_never_pinned_even_where_cuda_exists(monkeypatch):
+    """Pinning makes a CUDA context: on a GPU machine a CPU run (a CPU trial of a search) must not."""
+    pinned = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with GPUs
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args: pinned.append(self.shape) or self)
+    model = build_model(micro_config(method="vptsp_gru", offload_class_prompts=True), NUM_CLASSES).to("cpu")
+    model.semantic.bank.optimizer("adamw", lr=0.01)
+    assert pinned == [] and all(t.device.type == "cpu" for t in model.semantic.bank.tables())
+
+
 def test_row_optimizer_state_dict_resumes_exactly():
     torch.manual_seed(0)
     table_a = torch.randn(4, 3)

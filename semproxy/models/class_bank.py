@@ -5,8 +5,8 @@ Layer ``i`` holds a (C, M_i, D) table, M_i = max(CLS-N - i * step, 0). The table
 batch's classes for every layer at once, as one fresh leaf tensor on the compute device, and the
 :class:`~semproxy.models.row_optim.RowSparseOptimizer` returned by :meth:`ClassPromptBank.optimizer`
 updates just those rows, again all layers at once. The state dict still names one table per layer
-(``table_i``). With ``offload=True`` the storage and its optimiser state stay in (pinned) host
-memory, so device memory holds only the batch's rows whatever the number of classes; the update
+(``table_i``). With ``offload=True`` the storage and its optimiser state stay in host memory
+(pinned once the model is on a GPU), so device memory holds only the batch's rows whatever the number of classes; the update
 arithmetic is the same in both placements.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class ClassPromptBank(nn.Module):
         # Each layer drawn on its own, in layer order: the values of separately allocated tables.
         layers = [init_prompt_(torch.empty(num_classes, n, dim), patch_size, dim) for n in self.counts if n > 0]
         storage = torch.cat(layers, dim=1) if layers else torch.empty(num_classes, 0, dim)
-        self.storage = storage.pin_memory() if offload and torch.cuda.is_available() else storage
+        self.storage = storage  # offloaded: pinned when the model moves to a GPU (see _apply)
         self._buffers.update(self._views())
         self._optimizer: Optional[RowSparseOptimizer] = None
 
@@ -44,7 +44,8 @@ class ClassPromptBank(nn.Module):
 
     def _apply(self, fn: Callable, recurse: bool = True):
         """Moves and casts apply to the storage, then the tables view it again; offloaded, it stays on the host
-        (and in float32) when the model moves or casts."""
+        (and in float32) when the model moves or casts, pinned once the model moves to a GPU (only then: on a
+        machine with GPUs a CPU run would otherwise make a CUDA context to pin it)."""
         for name in self.table_names():
             del self._buffers[name]
         try:
@@ -52,6 +53,8 @@ class ClassPromptBank(nn.Module):
         finally:
             if not self.offload:
                 self.storage = fn(self.storage)
+            elif not self.storage.is_pinned() and fn(torch.empty(0)).device.type == "cuda":
+                self.storage = self.storage.pin_memory()
             self._buffers.update(self._views())
 
     def table_names(self) -> list[str]:
