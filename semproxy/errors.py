@@ -9,12 +9,14 @@ file holds (a YAML alias tree, a huge number).
 """
 from __future__ import annotations
 
+import difflib
 import reprlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 __all__ = ["MAX_MESSAGE", "INTERRUPTED", "SemproxyError", "ConfigError", "SearchError", "DatasetError", "BackboneError",
-           "CheckpointError", "TrainingError", "RunInUseError", "one_line", "first_line", "short", "shown"]
+           "CheckpointError", "TrainingError", "RunInUseError", "one_line", "first_line", "short", "shown",
+           "did_you_mean"]
 
 #: Longest error message: with an ``error: `` prefix it still fits a 300-character line.
 MAX_MESSAGE = 280
@@ -65,6 +67,12 @@ def shown(path: str | Path) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` with the choice closest to a mistyped ``word``, or '' where none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class SemproxyError(Exception):

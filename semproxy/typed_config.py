@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import difflib
 import math
 import typing
 from dataclasses import field
@@ -22,7 +21,7 @@ import yaml
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from .errors import MAX_MESSAGE, ConfigError, first_line, one_line, short
+from .errors import MAX_MESSAGE, ConfigError, did_you_mean, first_line, one_line, short
 
 __all__ = ["first_line", "ConfigError", "knob", "fields_with_role", "validate", "unknown_key", "parse_scalar",
            "field_names", "coerce", "read_yaml", "short", "one_line", "MAX_MESSAGE", "MAX_FILE_BYTES"]
@@ -124,9 +123,7 @@ def validate(section: Any, *, where: str = "config", label: Callable[[str], str]
 
 def unknown_key(key: Any, valid: list[str], where: str) -> ConfigError:
     """The error for a key that is none of ``valid``, suggesting the closest name."""
-    close = difflib.get_close_matches(str(key), valid, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"{where}: unknown key {short(key)}{hint}")
+    return ConfigError(f"{where}: unknown key {short(key)}{did_you_mean(key, valid)}")
 
 
 def parse_scalar(text: str, where: str = "--set") -> Any:

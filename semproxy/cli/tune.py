@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import sys
 import typing
 from typing import Callable
 
 from ..config import DataConfig
-from ..errors import short
+from ..errors import did_you_mean, short
 from ..search.settings import SMOKE, SearchSettings, TrialResources, flag_label
 from . import OneLineParser, program, run_command
 
@@ -36,7 +35,7 @@ def _typed_flags(parser: argparse.ArgumentParser, section: type, default_note: s
         kind = typing.get_args(hints[f.name])
         choices = kind if typing.get_origin(hints[f.name]) is typing.Literal else None
         scalar = next((k for k in kind if k is not type(None)), hints[f.name]) if not choices else str
-        default = "what fits the cluster" if f.default is None else f.default if f.default != "" else "none"
+        default = "what fits the cluster" if f.default is None else (f.default if f.default != "" else "none")
         if hints[f.name] is bool:  # an on/off switch: --name or --no-name (None: not given)
             parser.add_argument(flag_label(f.name), action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{f.metadata['help']} (default: {default_note.format(name=f.name)}"
@@ -203,10 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     flags only) is a mistyped subcommand, refused before the search's parser would ask for --space."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        print(f"error: unknown command {short(argv[0])}{hint}; the commands are {', '.join(COMMANDS)}, or none for a "
-              f"search (see {_tune()} --help)", file=sys.stderr)
+        print(f"error: unknown command {short(argv[0])}{did_you_mean(argv[0], COMMANDS)}; the commands are "
+              f"{', '.join(COMMANDS)}, or none for a search (see {_tune()} --help)", file=sys.stderr)
         return 2
     if argv[:1] and argv[0] in COMMANDS:
         command, interrupted = COMMANDS[argv[0]]

@@ -9,10 +9,10 @@ combination. :class:`TrialResources` are the command line's alone and may change
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
+from ..errors import did_you_mean
 from ..typed_config import ConfigError, field_names, knob, validate
 from .objectives import Constraint, Objective, parse_constraints, parse_objectives
 
@@ -114,9 +114,8 @@ def check_values(values: dict[str, Any], where: str,
     names = field_names(SearchSettings)
     for key in values:
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
             raise ConfigError(f"{where}: unknown {label(key)}"
-                              + (f" (did you mean '{close[0]}'?)" if close else f" (expected {', '.join(names)})"))
+                              + (did_you_mean(key, names) or f" (expected {', '.join(names)})"))
     probe = dataclasses.replace(SearchSettings(), **values)
     validate(probe, where=where, label=label)
     return {key: getattr(probe, key) for key in values}

@@ -39,7 +39,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 
 from ..config import CACHE, Config, ConfigError
-from ..errors import shown
+from ..errors import did_you_mean, shown
 from ..typed_config import coerce, read_yaml, short, unknown_key
 from .settings import check_values
 
@@ -292,10 +292,8 @@ def _parse_spec(where: str, name: str, raw: Any, types: dict, earlier: dict[str,
     unknown = [k for k in raw if k not in DISTRIBUTIONS]
     if unknown or len(kinds) != 1:
         bad = unknown[0] if unknown else "/".join(kinds) or "nothing"
-        close = difflib.get_close_matches(str(bad), DISTRIBUTIONS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{where}: key '{name}': expected one of {', '.join(DISTRIBUTIONS)} (and 'when'), "
-                          f"got {short(bad)}{hint}")
+                          f"got {short(bad)}{did_you_mean(bad, DISTRIBUTIONS)}")
     kind, args = kinds[0], raw[kinds[0]]
     if not isinstance(args, list) or not args:
         raise ConfigError(f"{where}: key '{name}': '{kind}' needs a non-empty list, got {short(args)}")
