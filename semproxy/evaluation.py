@@ -21,8 +21,8 @@ from .models.precision import lower_frozen_weights
 from .prepared import PreparedData, prepare_data
 from .typed_config import unknown_key
 
-__all__ = ["embed", "evaluate", "amp_dtype", "autocast_to", "autocast_for", "knn_device", "evaluate_checkpoint",
-           "check_runtime_overrides"]
+__all__ = ["embed", "evaluate", "amp_dtype", "prepare_amp", "autocast_to", "autocast_for", "knn_device",
+           "evaluate_checkpoint", "check_runtime_overrides"]
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
@@ -34,6 +34,16 @@ def amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
     with torch.cuda.device(device):
         native = torch.cuda.is_bf16_supported(including_emulation=False)
     return torch.bfloat16 if native else torch.float16
+
+
+def prepare_amp(model: torch.nn.Module, device: torch.device, enabled: bool) -> Optional[torch.dtype]:
+    """:func:`amp_dtype` for ``model`` on ``device``, its frozen weights lowered to it
+    (:func:`~semproxy.models.precision.lower_frozen_weights`: what autocast would cast them to at every
+    call); None, and the model untouched, where mixed precision is off. Take the backbone hash before."""
+    dtype = amp_dtype(device, enabled)
+    if dtype is not None:
+        lower_frozen_weights(model, dtype)
+    return dtype
 
 
 def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
@@ -122,9 +132,7 @@ def evaluate_checkpoint(path: str, overrides: Sequence[str] = (), *, progress: b
     check_compatible(payload, config, backbone_hash(model), where=str(path))
     restore_trained(model, payload, where=str(path))
     model.to(device)
-    dtype = amp_dtype(device, config.optim.amp)
-    if dtype is not None:
-        lower_frozen_weights(model, dtype)
+    prepare_amp(model, device, config.optim.amp)
     metrics = evaluate(model, data, "test", config.eval.eval_batch_size, device, amp=config.optim.amp,
                        progress=progress)
     return split_metrics("test", metrics)

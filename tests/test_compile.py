@@ -76,9 +76,8 @@ def test_the_step_under_amp_is_one_graph_that_asks_the_driver_nothing(monkeypatc
     """A GPU's amp step, traced under the CPU's bf16 autocast: the dtype is the Trainer's, decided when it
     was built (the driver query ``is_bf16_supported`` cannot be traced: a hard error under fullgraph)."""
     import semproxy.evaluation
-    import semproxy.train.trainer
 
-    monkeypatch.setattr(semproxy.train.trainer, "amp_dtype", lambda device, enabled: torch.bfloat16)
+    monkeypatch.setattr(semproxy.evaluation, "amp_dtype", lambda device, enabled: torch.bfloat16)
     trainer = make_trainer("vptsp_gru", optimizer="adamw")
     assert trainer.amp_dtype == torch.bfloat16
 

@@ -86,13 +86,11 @@ def test_the_mixed_precision_path_resumes_exactly(workdir, monkeypatch):
     validates under autocast, and resumes from a checkpoint (checked against the weights as loaded)
     to the same run as never stopping."""
     import semproxy.evaluation
-    import semproxy.train.trainer
 
     def cpu_bf16(device, enabled):
         return torch.bfloat16 if enabled else None
 
     monkeypatch.setattr(semproxy.evaluation, "amp_dtype", cpu_bf16)
-    monkeypatch.setattr(semproxy.train.trainer, "amp_dtype", cpu_bf16)
     cfg = small_config(workdir, method="vptsp_gru", optimizer="adamw", epochs=2)
     data = prepare_data(cfg)
     def save_first(result, trainer):

@@ -6,8 +6,8 @@ batch's classes for every layer at once, as one fresh leaf tensor on the compute
 :class:`~semproxy.models.row_optim.RowSparseOptimizer` returned by :meth:`ClassPromptBank.optimizer`
 updates just those rows, again all layers at once. The state dict still names one table per layer
 (``table_i``). With ``offload=True`` the storage and its optimiser state stay in host memory
-(pinned once the model is on a GPU), so device memory holds only the batch's rows whatever the number of classes; the update
-arithmetic is the same in both placements.
+(pinned once the model is on a GPU), so device memory holds only the batch's rows whatever the
+number of classes; the update arithmetic is the same in both placements.
 """
 from __future__ import annotations
 

@@ -32,12 +32,11 @@ from ..data.batch_classes import BatchClasses
 from ..data.loader import TrainBatch, TrainLoader
 from ..device import resolve_device
 from ..errors import TrainingError
-from ..evaluation import amp_dtype, autocast_to, evaluate
+from ..evaluation import autocast_to, evaluate, prepare_amp
 from ..host_memory import keep_freed_host_memory
 from ..losses import ProxyAnchorLoss, ProxyAnchorOutput
 from ..metric_names import split_metrics
 from ..models import PromptedViT, build_model
-from ..models.precision import lower_frozen_weights
 from ..optim import Optimizers, build_optimizers
 from ..prepared import PreparedData, prepare_data
 from .compiled import compile_step
@@ -106,11 +105,10 @@ class Trainer:
         self.compile = config.optim.compile
         self.optimizers: Optimizers = build_optimizers(self.model, config.optim, compiled=self.compile != "off")
         self.loss_fn = ProxyAnchorLoss(config.loss.pa_alpha, config.loss.pa_delta, config.loss.pa_pos_norm)
-        # Asked once here: the driver query cannot be traced into a compiled step.
-        self.amp_dtype = amp_dtype(device, config.optim.amp)
+        # Asked once here (the driver query cannot be traced into a compiled step), after the backbone
+        # hash: that one is of the weights as loaded.
+        self.amp_dtype = prepare_amp(self.model, device, config.optim.amp)
         self.amp = self.amp_dtype is not None
-        if self.amp:  # after the backbone hash: that one is of the weights as loaded
-            lower_frozen_weights(self.model, self.amp_dtype)
         fp16 = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         if fp16 and self.compile != "off":
