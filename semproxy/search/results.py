@@ -26,8 +26,7 @@ from .objectives import COSTS, Constraint
 
 __all__ = ["TrialRow", "ExperimentState", "Decision", "DECISIONS_FILE", "HISTORY_FILE", "HISTORY_FIELDS",
            "read_experiment_state", "read_trials", "read_decisions", "read_history", "feasible", "within",
-           "best_trial_so_far",
-           "best_trial", "format_table", "format_value", "search_progress", "planned_epochs",
+           "best_trial_so_far", "best_trial", "format_table", "format_value", "search_progress", "planned_epochs",
            "trial_kind", "trial_outcome"]
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's statuses of a trial that will not run again
