@@ -37,7 +37,8 @@ def _log1p_sum_exp(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class ProxyAnchorLoss(nn.Module):
     """Proxy-Anchor over (B, E) embeddings, (B,) labels in [0, C) and (C, E) proxies."""
 
-    def __init__(self, alpha: float = 32.0, delta: float = 0.1, pos_norm: Literal["positive", "all"] = "positive") -> None:
+    def __init__(self, alpha: float = 32.0, delta: float = 0.1,
+                 pos_norm: Literal["positive", "all"] = "positive") -> None:
         super().__init__()
         if pos_norm not in ("positive", "all"):
             raise ValueError(f"pa_pos_norm must be 'positive' or 'all', got '{pos_norm}'")

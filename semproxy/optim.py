@@ -192,8 +192,9 @@ class Optimizers:
     def _update_dense(self, grads: list[Optional[torch.Tensor]]) -> None:
         start = 0
         for index, group in enumerate(self.dense.param_groups):
-            pairs = [(p, g) for p, g in zip(group["params"], grads[start:start + len(group["params"])]) if g is not None]
-            start += len(group["params"])
+            count = len(group["params"])
+            pairs = [(p, g) for p, g in zip(group["params"], grads[start:start + count]) if g is not None]
+            start += count
             if pairs:
                 params, present = [p for p, _ in pairs], [g for _, g in pairs]
                 self.kind.update(params, present, [self.dense.state[p] for p in params], group, self._lr(index),

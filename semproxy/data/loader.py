@@ -188,7 +188,8 @@ class TrainLoader:
     def __init__(self, cache: TrainImageCache, batch_size: int, samples_per_class: int, augment: BatchAugment,
                  device: torch.device | str = "cpu", seed: int = 0, prefetch: int = 2,
                  path: Optional[DataPath] = None) -> None:
-        self.cache, self.augment, self.device, self.seed, self.prefetch = cache, augment, torch.device(device), seed, prefetch
+        self.cache, self.augment, self.device = cache, augment, torch.device(device)
+        self.seed, self.prefetch = seed, prefetch
         self.classes, self.targets = np.unique(cache.labels, return_inverse=True)
         self.sampler = ClassBalancedBatchSampler(self.targets, batch_size, samples_per_class, seed)
         self.epoch = 0

@@ -115,7 +115,8 @@ def prepare(name: str, root: str | Path, archives: Sequence[str | Path] = (), *,
     """Verify and extract ``archives`` (or download the release) into ``root``; returns the root."""
     spec = get_dataset(name)
     if not spec.sources:
-        raise DatasetError(f"{name}: nothing to prepare (generate it with: python -m semproxy.data synthetic --root DIR)")
+        raise DatasetError(f"{name}: nothing to prepare "
+                           "(generate it with: python -m semproxy.data synthetic --root DIR)")
     root = Path(root).expanduser().resolve()
     files: list[tuple[Path, Source]] = []
     for archive in archives:

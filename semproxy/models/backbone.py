@@ -95,7 +95,8 @@ def load_backbone_weights(model: VisionTransformer, path: str | Path, name: str)
     if not path.is_file():
         raise BackboneError(f"weights file {path} not found (expected a {'/'.join(WEIGHT_SUFFIXES)} file for '{name}')")
     if path.suffix not in WEIGHT_SUFFIXES:
-        raise BackboneError(f"weights file {path}: unknown format '{path.suffix}' (expected {', '.join(WEIGHT_SUFFIXES)})")
+        raise BackboneError(f"weights file {path}: unknown format '{path.suffix}' "
+                            f"(expected {', '.join(WEIGHT_SUFFIXES)})")
     if path.suffix == ".npz":
         depth = _npz_depth(path)
         if depth is not None and depth != len(model.blocks):

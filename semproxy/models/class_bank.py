@@ -26,7 +26,8 @@ __all__ = ["ClassPromptBank"]
 class ClassPromptBank(nn.Module):
     """Per-class prompt tables, persistent buffers (saved with the model's state_dict) viewing one storage."""
 
-    def __init__(self, num_classes: int, counts: list[int], dim: int, patch_size: int, *, offload: bool = False) -> None:
+    def __init__(self, num_classes: int, counts: list[int], dim: int, patch_size: int, *,
+                 offload: bool = False) -> None:
         super().__init__()
         self.num_classes, self.counts, self.dim, self.offload = num_classes, list(counts), dim, offload
         self.offsets = [0, *itertools.accumulate(self.counts)]  # layer i: storage[:, offsets[i]:offsets[i + 1]]

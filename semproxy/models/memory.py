@@ -77,6 +77,7 @@ def check_model_memory(cfg: ModelConfig, num_classes: int, where: str = "model")
     if total > available:
         largest = max(parts, key=parts.get)
         knobs = {**BACKBONE_KNOBS, **get_method(cfg.method).part_knobs}.get(largest, "embedding_dim")
-        raise ConfigError(f"{where}: the model needs ~{_gib(total)} for {num_classes} classes with gradients and optimiser state "
+        raise ConfigError(f"{where}: the model needs ~{_gib(total)} for {num_classes} classes "
+                          "with gradients and optimiser state "
                           f"({largest} {_gib(parts[largest])}: lower {knobs}) but "
                           f"{_gib(available)} of memory is available")

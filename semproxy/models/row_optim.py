@@ -5,10 +5,12 @@ move the absent rows (momentum, Adam's running averages, weight decay) and would
 gradient of the whole table. This optimiser instead updates exactly the touched rows and keeps a
 step count per row, so Adam's bias correction is that of the row's own history (the "lazy" Adam
 semantics). A row that is present at every step follows ``torch.optim.SGD`` exactly and
-``Adam``/``AdamW`` to rounding (their bias correction is folded in another order). The tables and their state may live on another device than the compute (host offload):
-the touched rows are gathered to the compute device, updated there and written back, the same
-arithmetic in both placements. Every table's rows are updated by a fixed sequence of tensor operations,
-with no host sync and no branch on their values, so a compiled training step traces it whole.
+``Adam``/``AdamW`` to rounding (their bias correction is folded in another order).
+
+The tables and their state may live on another device than the compute (host offload): the touched
+rows are gathered to the compute device, updated there and written back, the same arithmetic in
+both placements. Every table's rows are updated by a fixed sequence of tensor operations, with no
+host sync and no branch on their values, so a compiled training step traces it whole.
 """
 from __future__ import annotations
 

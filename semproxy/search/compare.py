@@ -72,7 +72,8 @@ class ComparePlan:
         except FileNotFoundError:
             raise ConfigError(f"{run_dir}: not a comparison ({PLAN_FILE} not found)") from None
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-            raise ConfigError(f"{path}: damaged comparison plan ({type(error).__name__}: {short(str(error))})") from None
+            raise ConfigError(f"{path}: damaged comparison plan "
+                              f"({type(error).__name__}: {short(str(error))})") from None
 
     def differences(self, other: "ComparePlan") -> list[str]:
         """What ``other`` (the resuming command's plan) would change, as short phrases; [] when none."""

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["pretrain_micro", "build_parser", "main"]
 
 
-def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int = 0, workdir: Path | None = None) -> Path:
+def pretrain_micro(out: Path, *, epochs: int = 30, lr: float = 3e-3, seed: int = 0,
+                   workdir: Path | None = None) -> Path:
     """Train the micro ViT on shape-and-texture labels and save its backbone as safetensors.
 
     The training step is the trainer's (method ``full``, AdamW at ``lr`` with the proxies at
@@ -72,7 +73,8 @@ def _shape_texture_loader(workdir: Path, seed: int) -> TrainLoader:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every flag's help says its default."""
-    parser = argparse.ArgumentParser(prog="python -m semproxy.tools.pretrain_micro", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m semproxy.tools.pretrain_micro",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MICRO_SYNTHETIC_WEIGHTS,
                         help="weights file to write (default: %(default)s, the shipped weights, which it replaces)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")

@@ -9,9 +9,12 @@ accumulator states are all saved.
 optimisers): the epochs run it, and so do the benches, ``semproxy.tools.pretrain_micro`` and the
 tests, on a Trainer built without data. Its device work (``Trainer.device_step``) has no host sync
 and no branch on tensor values; with ``compile`` set it runs as one compiled graph
-(``semproxy.train.compiled``), compiled at the run's first step, whose seconds the first epoch reports. Who owns what: ``fit`` is the entry point of a run and sets
-what the run needs process-wide through ``begin_run`` (torch's global seed, freed host memory kept
-on a CPU); a Trainer changes nothing outside itself.
+(``semproxy.train.compiled``), compiled at the run's first step, whose seconds the first epoch
+reports.
+
+Who owns what: ``fit`` is the entry point of a run and sets what the run needs process-wide through
+``begin_run`` (torch's global seed, freed host memory kept on a CPU); a Trainer changes nothing
+outside itself.
 
 ``python -m semproxy.train --config FILE`` is the final training of a config (``semproxy/cli/train.py``).
 """
@@ -26,7 +29,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequenc
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import backbone_hash, check_compatible, load_checkpoint, restore_trained, save_checkpoint, trained_state
+from ..checkpoint import (backbone_hash, check_compatible, load_checkpoint, restore_trained, save_checkpoint,
+                          trained_state)
 from ..config import Config, ConfigError
 from ..data.batch_classes import BatchClasses
 from ..data.loader import TrainBatch, TrainLoader

@@ -22,7 +22,8 @@ def _read_annotations(path: Path) -> ImageList:
         rel_paths = [str(a) for a in annotations["relative_im_path"]]
         labels = np.asarray(annotations["class"], dtype=np.int64).reshape(-1)
     except Exception as error:  # noqa: BLE001 - any structural problem of the .mat file
-        raise DatasetError(f"cars196: {path} is not a readable cars_annos.mat ({type(error).__name__}: {error})") from None
+        raise DatasetError(f"cars196: {path} is not a readable cars_annos.mat "
+                           f"({type(error).__name__}: {error})") from None
     return ImageList(tuple(str(path.parent / p) for p in rel_paths), labels)
 
 

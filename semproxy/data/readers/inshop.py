@@ -32,7 +32,8 @@ def read(root: Path) -> Benchmark:
     parts: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "query": ([], []), "gallery": ([], [])}
     for path, item, status in (row[:3] for row in rows):
         if status not in parts:
-            raise DatasetError(f"inshop: {listing}: unknown evaluation status '{status}' (expected train, query, gallery)")
+            raise DatasetError(f"inshop: {listing}: unknown evaluation status '{status}' "
+                               "(expected train, query, gallery)")
         parts[status][0].append(str(base / path))
         parts[status][1].append(_item_id(item, listing))
     train, query, gallery = (ImageList(tuple(p), np.asarray(l)) for p, l in parts.values())

@@ -55,7 +55,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in corners]
     if shape in ("square", "diamond"):
         offset = angle + (math.pi / 4 if shape == "square" else 0.0)
-        return [(cx + r * math.cos(offset + k * math.pi / 2), cy + r * math.sin(offset + k * math.pi / 2)) for k in range(4)]
+        corners = [offset + k * math.pi / 2 for k in range(4)]
+        return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in corners]
     if shape == "star":
         points = []
         for k in range(10):
@@ -66,7 +67,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     raise ValueError(shape)
 
 
-def _draw_background(draw: ImageDraw.ImageDraw, size: int, texture: str, tone: np.ndarray, rng: np.random.Generator) -> None:
+def _draw_background(draw: ImageDraw.ImageDraw, size: int, texture: str, tone: np.ndarray,
+                     rng: np.random.Generator) -> None:
     line = tuple(int(v) for v in np.clip(tone + 50, 0, 255))
     step = max(4, size // int(rng.integers(5, 9)))
     if texture == "stripes":
