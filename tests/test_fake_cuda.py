@@ -33,7 +33,8 @@ CUDA = torch.device("cuda", 0)
 
 def fake_cuda_copy(model: torch.nn.Module, mode: FakeTensorMode) -> torch.nn.Module:
     """A fake copy of ``model`` on CUDA, placed as ``model.to('cuda')`` places it: an offloaded
-    class-prompt bank stays on the host. (``Module.to`` cannot swap fake parameters, hence by hand.)"""
+    class-prompt bank stays on the host. By hand: ``Module.to`` cannot swap fake parameters, and the
+    bank's own ``_apply`` would pin an offloaded storage, which needs a real CUDA context."""
     with FakeCopyMode(mode):
         fake = copy.deepcopy(model)
     with mode:
@@ -120,7 +121,7 @@ def test_the_optimisers_update_gpu_parameters_and_the_bank_where_it_lives(optimi
     assert all(p.device == CUDA for p in optimizers.trained)
     bank = model.semantic.bank.storage_device
     assert bank.type == ("cpu" if placement == "offloaded" else "cuda")
-    for param, state in optimizers.dense.state.items():
+    for state in optimizers.dense.state.values():
         for name, value in state.items():
             expected = "cpu" if name == "step" and placement != "compiled" else "cuda"
             assert value.device.type == expected, (name, value.device)
